@@ -1,0 +1,56 @@
+# The whole set-up for a newcomer is two commands:
+#   make book   build the HTML book into _build/html
+#   make test   run every check that CI runs
+# Both create .venv with the pinned requirements on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# Offline data: LLM_DATA_DIR names a mirror folder that is searched before the
+# network. It defaults to ../shared/data when that folder exists, as on the
+# project's own machines, and is made absolute because chapters run in chapters/.
+LLM_DATA_DIR ?= $(wildcard $(CURDIR)/../shared/data)
+ifneq ($(strip $(LLM_DATA_DIR)),)
+  override LLM_DATA_DIR := $(abspath $(LLM_DATA_DIR))
+  export LLM_DATA_DIR
+  TIKTOKEN_CACHE_DIR ?= $(wildcard $(LLM_DATA_DIR)/tiktoken-cache)
+endif
+ifneq ($(strip $(TIKTOKEN_CACHE_DIR)),)
+  export TIKTOKEN_CACHE_DIR
+endif
+
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg
+CHAPTERS ?=
+
+.PHONY: book test check-notebooks tangle execute clean
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
+
+test: $(STAMP)
+	$(BIN)/python tools/nbclean.py --check
+	$(BIN)/python tools/tangle.py --check
+	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest $(NBVAL) chapters
+	$(MAKE) book
+
+# Write llm/ from the chapters (after editing an exported cell).
+tangle: $(STAMP)
+	$(BIN)/python tools/tangle.py
+
+# Re-execute chapters and save their outputs: `make execute` for all of them,
+# `make execute CHAPTERS=chapters/ch02_text_data.ipynb` for one.
+execute: tangle
+	$(BIN)/python tools/execute.py $(CHAPTERS)
+
+clean:
+	rm -rf _build .pytest_cache .hypothesis
