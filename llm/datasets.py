@@ -31,7 +31,7 @@ CACHE_ENV = "LLM_CACHE_DIR"
 
 @dataclass(frozen=True)
 class DataFile:
-    """One registered file. `name` is its relative path in the mirror and in the cache."""
+    """One registered file; `name` is its relative path in the mirror and the cache."""
 
     name: str
     url: str
@@ -48,204 +48,226 @@ def _register(*files: DataFile) -> dict[str, DataFile]:
 _RASBT = "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main"
 _GPT2 = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main"
 
+_RU_ECE = (
+    "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/"
+    "135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books"
+)
+_GITENBERG = "https://raw.githubusercontent.com/GITenberg"
+
 # (Gutenberg number, title, author, bytes, sha256, URL pinned to a commit)
+# fmt: off
 _GUTENBERG_BOOKS = [
     (11, "Alice's Adventures in Wonderland", "Lewis Carroll", 173597,
      "2bb7d5634ee2683a52fc0f016464124d35fc310f395f1b79d2ed0dc33c7f2a44",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/11-0.txt"),
+     f"{_RU_ECE}/11-0.txt"),
     (12, "Through the Looking-Glass", "Lewis Carroll", 193607,
      "24bae70935e7fce7be74357779c53861c0cd04b3687f3005c1a8687f2b909988",
-     "https://raw.githubusercontent.com/GITenberg/Through-the-Looking-Glass_12/46dc9d18c6a61f94f15e9fb8977416c167fb3415/12-0.txt"),
+     f"{_GITENBERG}/Through-the-Looking-Glass_12/46dc9d18c6a61f94f15e9fb8977416c167fb3415/12-0.txt"),
     (16, "Peter Pan", "J. M. Barrie", 290755,
      "b1e7ade0c061259293c7b07fe3f8ba445b4cf3353e6c657c8cdcd0223bbe0eb8",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/16-0.txt"),
+     f"{_RU_ECE}/16-0.txt"),
     (28, "Aesop's Fables", "Aesop", 86105,
      "f243f7b8f91f719688effaf6a4c406fd11d443c552ee2e7d4bb99877b1cc68fc",
-     "https://raw.githubusercontent.com/GITenberg/Aesop-s-Fables_28/7f3c28b221691ad044e1b00f0ac4a5b853616cfc/28.txt"),
+     f"{_GITENBERG}/Aesop-s-Fables_28/7f3c28b221691ad044e1b00f0ac4a5b853616cfc/28.txt"),
     (35, "The Time Machine", "H. G. Wells", 204492,
      "0eb70818a4c7e2e04f91be807bad37ca5c1475cd51cec2a7b620c4db2b595ce4",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/35-0.txt"),
+     f"{_RU_ECE}/35-0.txt"),
     (36, "The War of the Worlds", "H. G. Wells", 366828,
      "416e06181a43f1a8395dcfce93dc53f099660259ec0d3fadafbe71adca5ba853",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/36-0.txt"),
+     f"{_RU_ECE}/36-0.txt"),
     (41, "The Legend of Sleepy Hollow", "Washington Irving", 90994,
      "9dbaa83e29c71f1e40fd986c470f5ad97412413ba05052c059885bc3e46c491b",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/41-0.txt"),
+     f"{_RU_ECE}/41-0.txt"),
     (43, "The Strange Case of Dr. Jekyll and Mr. Hyde", "Robert Louis Stevenson", 163464,
      "e1a3f2d20e0a7691708a6368d6b1acc7735a11cf652321ab180c6b731cf14222",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/43-0.txt"),
+     f"{_RU_ECE}/43-0.txt"),
     (45, "Anne of Green Gables", "L. M. Montgomery", 606844,
      "7e99ec4f9f3080e3dd70551df7685709310a8140e3280436d0a4f5789255dd83",
-     "https://raw.githubusercontent.com/GITenberg/Anne-of-Green-Gables_45/c786c2ba31478032da91043e2df66a163702182b/45-0.txt"),
+     f"{_GITENBERG}/Anne-of-Green-Gables_45/c786c2ba31478032da91043e2df66a163702182b/45-0.txt"),
     (46, "A Christmas Carol", "Charles Dickens", 182057,
      "919e060656548dd0bf5f615fe85932e67718b9a58e5a535d1ff7548c4380caeb",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/46-0.txt"),
+     f"{_RU_ECE}/46-0.txt"),
     (55, "The Wonderful Wizard of Oz", "L. Frank Baum", 232779,
      "8f77ce6c779b835598c8d2e5bb982e7bd81d95bd56f56522a8d4756d9d28efb2",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/pg55.txt"),
+     f"{_RU_ECE}/pg55.txt"),
     (74, "The Adventures of Tom Sawyer", "Mark Twain", 428104,
      "b1cd5782db259c00bc1a8fbb58238f285e40828cc858c1343f74a0a75157cc91",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/74-0.txt"),
+     f"{_RU_ECE}/74-0.txt"),
     (76, "Adventures of Huckleberry Finn", "Mark Twain", 616320,
      "cd9931183257a850178225bd5e25e4f2df0cbac544dfe9a49cd0ea5a210c24d9",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/76-0.txt"),
+     f"{_RU_ECE}/76-0.txt"),
     (84, "Frankenstein; or, The Modern Prometheus", "Mary Wollstonecraft Shelley", 450783,
      "c29a4f56dd91aa894a3f17d5f96b356ccb499e3e2c5a27964de911845e39efab",
-     "https://raw.githubusercontent.com/GITenberg/Frankenstein_84/c98a483bd1f34e7366126b81bcedd1a6faee636e/84-0.txt"),
+     f"{_GITENBERG}/Frankenstein_84/c98a483bd1f34e7366126b81bcedd1a6faee636e/84-0.txt"),
     (98, "A Tale of Two Cities", "Charles Dickens", 804335,
      "2fcfa071498b30724bd1bd714ba89e38477d632b86d74e87559f6259d3917e36",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/98-0.txt"),
+     f"{_RU_ECE}/98-0.txt"),
     (103, "Around the World in 80 Days", "Jules Verne", 398659,
      "b5bd33ca78ea5edb314d0f543180229819e4617851c00246adf7ef27b4c6ec4d",
-     "https://raw.githubusercontent.com/GITenberg/Around-the-World-in-80-Days_103/1c75e1fc21039930c2a794e964ed41452b65ee45/103.txt"),
+     f"{_GITENBERG}/Around-the-World-in-80-Days_103/1c75e1fc21039930c2a794e964ed41452b65ee45/103.txt"),
     (113, "The Secret Garden", "Frances Hodgson Burnett", 475383,
      "8a7aebc835ae37baef0f7b9362ed9fc6372a360e8001f9481c13acf9194cb483",
-     "https://raw.githubusercontent.com/GITenberg/The-Secret-Garden_113/0031c0badd0d3fc83860c941d2f39d4aa345c51b/113-0.txt"),
+     f"{_GITENBERG}/The-Secret-Garden_113/0031c0badd0d3fc83860c941d2f39d4aa345c51b/113-0.txt"),
     (120, "Treasure Island", "Robert Louis Stevenson", 396594,
      "e57c204e67befca99287e0cc94c7a65c514896369520d1bf067c89809edb765f",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/120-0.txt"),
+     f"{_RU_ECE}/120-0.txt"),
     (128, "The Arabian Nights Entertainments", "Andrew Lang (editor)", 629028,
      "0097e4b1003daab4c361260c94f32ef6c44c876a5c21a8f3ab8b0c3ef4dfba0b",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/pg128.txt"),
+     f"{_RU_ECE}/pg128.txt"),
     (158, "Emma", "Jane Austen", 927445,
      "89b601ce13c21eca31766bdd1a554842fc9ecb7d3638cc769f41712a523e24cf",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/158-0.txt"),
+     f"{_RU_ECE}/158-0.txt"),
     (164, "Twenty Thousand Leagues under the Sea (slightly abridged)", "Jules Verne", 621865,
      "e98865878afb5505a9f94b218cc873cf723da51abfeced7ccb762734b19f07ae",
-     "https://raw.githubusercontent.com/GITenberg/Twenty-Thousand-Leagues-under-the-Sea_164/835d12c2b90c35cf64428378c63521580c7943d9/164.txt"),
+     f"{_GITENBERG}/Twenty-Thousand-Leagues-under-the-Sea_164/835d12c2b90c35cf64428378c63521580c7943d9/164.txt"),
     (174, "The Picture of Dorian Gray", "Oscar Wilde", 462075,
      "edd44263170a718360c75d5492958d7ab5bc7049e8493b84722ab07ebe5eaef6",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/pg174.txt"),
+     f"{_RU_ECE}/pg174.txt"),
     (215, "The Call of the Wild", "Jack London", 199224,
      "7b3e855dbc4e9833b0281a0bc1d527379d85c14f8dfb389ef916022d6e4d888c",
-     "https://raw.githubusercontent.com/GITenberg/The-Call-of-the-Wild_215/c1fcf9ec7af90edd09a7a2d3b6f1354b153494d0/215-0.txt"),
+     f"{_GITENBERG}/The-Call-of-the-Wild_215/c1fcf9ec7af90edd09a7a2d3b6f1354b153494d0/215-0.txt"),
     (236, "The Jungle Book", "Rudyard Kipling", 304376,
      "2f9486eb4776d23baf1064eebb73bb0093b808b13e10516e81e20d1dbe4909c9",
-     "https://raw.githubusercontent.com/GITenberg/The-Jungle-Book_236/4176c01078ec4c3db938df1245bca1cd81db86d0/236-0.txt"),
+     f"{_GITENBERG}/The-Jungle-Book_236/4176c01078ec4c3db938df1245bca1cd81db86d0/236-0.txt"),
     (244, "A Study in Scarlet", "Arthur Conan Doyle", 272277,
      "af0f6c590ca3901b3f61d5b90acac1ac16abc83e50b8541c9f17aff079829d96",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/244-0.txt"),
+     f"{_RU_ECE}/244-0.txt"),
     (271, "Black Beauty", "Anna Sewell", 333282,
      "1cfc3689b80b42a3ee42e189c7d218d3e16d5f0c616ff042472be3ced85b7836",
-     "https://raw.githubusercontent.com/GITenberg/Black-Beauty_271/da5c3341e9ebdcc27c3f8af47edffebb6b1095a8/271-0.txt"),
+     f"{_GITENBERG}/Black-Beauty_271/da5c3341e9ebdcc27c3f8af47edffebb6b1095a8/271-0.txt"),
     (289, "The Wind in the Willows", "Kenneth Grahame", 358153,
      "f875d0ae7c153741c516d4db2f3c1686f8dd79e341ea27dbc2167178a09cd587",
-     "https://raw.githubusercontent.com/GITenberg/The-Wind-in-the-Willows_289/9032846214f647204585df2572cd19dd7fbc3c73/289-0.txt"),
+     f"{_GITENBERG}/The-Wind-in-the-Willows_289/9032846214f647204585df2572cd19dd7fbc3c73/289-0.txt"),
     (308, "Three Men in a Boat (To Say Nothing of the Dog)", "Jerome K. Jerome", 395571,
      "8947f71d33499484c6d438a02df0146e037eb1052846b33e9822ff8b1536c5fa",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/308-0.txt"),
+     f"{_RU_ECE}/308-0.txt"),
     (345, "Dracula", "Bram Stoker", 883160,
      "cffe55838a878a29da82a0e10b2909b7e46b6f7167ed7f815782465573e98f27",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/pg345.txt"),
+     f"{_RU_ECE}/pg345.txt"),
     (500, "The Adventures of Pinocchio", "Carlo Collodi", 245659,
      "00b17e32606763a70c05a5687d36c238f4414cbaa2b7e3f426a8f671bb7fe119",
-     "https://raw.githubusercontent.com/GITenberg/The-Adventures-of-Pinocchio_500/25f470c90848f57d430eb2ec2a45bc74b2594e56/500-0.txt"),
+     f"{_GITENBERG}/The-Adventures-of-Pinocchio_500/25f470c90848f57d430eb2ec2a45bc74b2594e56/500-0.txt"),
     (514, "Little Women", "Louisa May Alcott", 1053433,
      "b20d98130841548c2137476e18fb1fe3bc7d666202985cafa09b5e02e54f7d7f",
-     "https://raw.githubusercontent.com/GITenberg/Little-Women_514/2b0c302d954a57cfa42c95d88ef053fd1b1aef55/514.txt"),
+     f"{_GITENBERG}/Little-Women_514/2b0c302d954a57cfa42c95d88ef053fd1b1aef55/514.txt"),
     (521, "The Life and Adventures of Robinson Crusoe", "Daniel Defoe", 654002,
      "a71573b4c5a5604eda234c8072040d9818b380c7faeedf40d955617d69cb1610",
      "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/pg521.txt"),
     (730, "Oliver Twist", "Charles Dickens", 936281,
      "439543573a12e30e9bc1472ca8d2754a0bc20d06cc529a0f3efb148816792a0d",
-     "https://raw.githubusercontent.com/GITenberg/Oliver-Twist_730/1cec930d0fc567cb650136b3d20406b4ac97a6e5/730.txt"),
+     f"{_GITENBERG}/Oliver-Twist_730/1cec930d0fc567cb650136b3d20406b4ac97a6e5/730.txt"),
     (829, "Gulliver's Travels", "Jonathan Swift", 611929,
      "d00c4f379e789c146ce22749b8bcba6559243e1eb9a457f7d917a26b6ff7bf9b",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/829-0.txt"),
+     f"{_RU_ECE}/829-0.txt"),
     (834, "The Memoirs of Sherlock Holmes", "Arthur Conan Doyle", 612932,
      "0a309f9fd52a329858abdc3b36306193357618bf466120c3502afb6163b6f4fd",
      "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/pg834.txt"),
     (863, "The Mysterious Affair at Styles", "Agatha Christie", 361771,
      "0941eb596933d0b929ea1830e6a423f3aa737669d0237ed35328fbddc69c2c5b",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/863-0.txt"),
+     f"{_RU_ECE}/863-0.txt"),
     (910, "White Fang", "Jack London", 427340,
      "cb8f3e4cfb99e34ad9741ebae21e177bf5fe5edc1c1342dcc5dea2bcdf53f3cb",
-     "https://raw.githubusercontent.com/GITenberg/White-Fang_910/1829d2f990175614318ca9374f38e4cdba435193/910.txt"),
+     f"{_GITENBERG}/White-Fang_910/1829d2f990175614318ca9374f38e4cdba435193/910.txt"),
     (964, "The Merry Adventures of Robin Hood", "Howard Pyle", 620656,
      "c6034a143353fa8eb9c241b1d2aa2aff6d59f10579513e102aeb2d969ed65300",
-     "https://raw.githubusercontent.com/GITenberg/The-Merry-Adventures-of-Robin-Hood_964/7d55f2c89d653918d57dbfe11298f12105d7a1dd/964.txt"),
+     f"{_GITENBERG}/The-Merry-Adventures-of-Robin-Hood_964/7d55f2c89d653918d57dbfe11298f12105d7a1dd/964.txt"),
     (1155, "The Secret Adversary", "Agatha Christie", 473693,
      "809e9720a4b8931fbe1ac1fa33d248b77f4b913b1b21aba1c298c5209e152a57",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/1155-0.txt"),
+     f"{_RU_ECE}/1155-0.txt"),
     (1342, "Pride and Prejudice", "Jane Austen", 724726,
      "6c1040a3497419c3e60becb60523a6d6befb392578c716cf5afd3a0c423a7145",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/Pride_and_Prejudice_JaneAusten.txt"),
+     f"{_RU_ECE}/Pride_and_Prejudice_JaneAusten.txt"),
     (1400, "Great Expectations", "Charles Dickens", 1049619,
      "5ca878a33bce6046048301d9399fb41f1fef9611b08f267ccee5bd8faae8080d",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/Great_Expectations_CharlesDickens.txt"),
+     f"{_RU_ECE}/Great_Expectations_CharlesDickens.txt"),
     (1597, "Andersen's Fairy Tales", "Hans Christian Andersen", 329102,
      "694271fa06569b61c5c3041f08cca1d4ff92341ec8a867f6c38b23862edb3adb",
-     "https://raw.githubusercontent.com/GITenberg/Andersen-s-Fairy-Tales_1597/7061c8473942cec0e218a97ef9b10e4389a4ab01/1597-0.txt"),
+     f"{_GITENBERG}/Andersen-s-Fairy-Tales_1597/7061c8473942cec0e218a97ef9b10e4389a4ab01/1597-0.txt"),
     (1661, "The Adventures of Sherlock Holmes", "Arthur Conan Doyle", 607678,
      "a3218ac048b5b939f4972527a5486e3631a3619e7e1adfb8412fcbdd3d08c034",
      "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/pg1661.txt"),
     (1837, "The Prince and the Pauper", "Mark Twain", 431692,
      "cc8b70736946e043166e8f6e00704c42fe3c1fc404f6eebc14f5e1a3f6237799",
-     "https://raw.githubusercontent.com/GITenberg/The-Prince-and-the-Pauper_1837/e425ef5d138845955c87b4b07b683c7d019d1d0c/1837-0.txt"),
+     f"{_GITENBERG}/The-Prince-and-the-Pauper_1837/e425ef5d138845955c87b4b07b683c7d019d1d0c/1837-0.txt"),
     (1874, "The Railway Children", "E. Nesbit", 363331,
      "4847f211c6416621f7e74afe24d3e7e7d7182a8821fb989abf85d92b86b88b5e",
-     "https://raw.githubusercontent.com/GITenberg/The-Railway-Children_1874/cbde83dfe33b46bca9560b67a31b5cd98644bda5/1874-0.txt"),
+     f"{_GITENBERG}/The-Railway-Children_1874/cbde83dfe33b46bca9560b67a31b5cd98644bda5/1874-0.txt"),
     (2097, "The Sign of the Four", "Arthur Conan Doyle", 257693,
      "940b404710fc5cc8b3e9b4d19f91c12d8b1657f960eda9dea65a049b3ca05220",
-     "https://raw.githubusercontent.com/GITenberg/The-Sign-of-the-Four_2097/c36c6c7a4e7e5f7b8d17c9b19299e8ff996b414c/2097.txt"),
+     f"{_GITENBERG}/The-Sign-of-the-Four_2097/c36c6c7a4e7e5f7b8d17c9b19299e8ff996b414c/2097.txt"),
     (2591, "Grimms' Fairy Tales", "Jacob Grimm and Wilhelm Grimm", 560162,
      "dd8e1fe94b1b704e2283aa14d47a03b917c5d11621e76e0c80b5495e63b699dc",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/2591-0.txt"),
+     f"{_RU_ECE}/2591-0.txt"),
     (2781, "Just So Stories", "Rudyard Kipling", 186086,
      "18f8327c5d85c370333bb9b0ba989517821560012db858d1e52df54c9130ea6c",
-     "https://raw.githubusercontent.com/GITenberg/Just-So-Stories_2781/7bac330e58eb319627c16b125f0f9f05957b57b4/2781-0.txt"),
+     f"{_GITENBERG}/Just-So-Stories_2781/7bac330e58eb319627c16b125f0f9f05957b57b4/2781-0.txt"),
     (2852, "The Hound of the Baskervilles", "Arthur Conan Doyle", 388106,
      "df5427dfa53abff570ed3351a99bc273e41f0c3cb4616fcd89d65765069af970",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/2852-0.txt"),
+     f"{_RU_ECE}/2852-0.txt"),
     (8164, "My Man Jeeves", "P. G. Wodehouse", 300512,
      "ebb0b43f2194effec8b73028556c7997169f223251248002fa12615f5704357e",
-     "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/books/My_Man_Jeeves_PGWodehouse.txt"),
+     f"{_RU_ECE}/My_Man_Jeeves_PGWodehouse.txt"),
     (11703, "The Swiss Family Robinson", "Johann David Wyss", 714049,
      "a54693601914c3eea1f5c88ef2daae96ded0ec6a800412e3e14fa545af2124db",
      "https://raw.githubusercontent.com/RU-ECE/ECE451-Parallel/135a3c90faa7edbc54f46325dc36e29ac96c1a35/data/pg11703.txt"),
 ]
+# fmt: on
 
 REGISTRY: dict[str, DataFile] = _register(
     DataFile(
-        "the-verdict.txt", f"{_RASBT}/ch02/01_main-chapter-code/the-verdict.txt",
-        "b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f", 20_479,
+        "the-verdict.txt",
+        f"{_RASBT}/ch02/01_main-chapter-code/the-verdict.txt",
+        "b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f",
+        20_479,
         'Edith Wharton, "The Verdict" (1908), public domain',
     ),
     DataFile(
         "tinyshakespeare.txt",
         "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
-        "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed", 1_115_394,
+        "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+        1_115_394,
         "Shakespeare excerpts (Tiny Shakespeare), public domain",
     ),
     DataFile(
-        "SMSSpamCollection", "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",
-        "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d", 477_907,
+        "SMSSpamCollection",
+        "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",
+        "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d",
+        477_907,
         "UCI SMS Spam Collection (CC BY 4.0): label<TAB>text, 4,827 ham and 747 spam",
         member="SMSSpamCollection",
     ),
     DataFile(
-        "instruction-data.json", f"{_RASBT}/ch07/01_main-chapter-code/instruction-data.json",
-        "7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944", 203_524,
+        "instruction-data.json",
+        f"{_RASBT}/ch07/01_main-chapter-code/instruction-data.json",
+        "7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944",
+        203_524,
         "1,100 Alpaca-style instruction/input/output entries",
     ),
     DataFile(
         "instruction-data-with-preference.json",
         f"{_RASBT}/ch07/04_preference-tuning-with-dpo/instruction-data-with-preference.json",
-        "305315abf14f65fa42c01a0877572f832606571c2a7d49f152ac1d758b16756e", 386_968,
+        "305315abf14f65fa42c01a0877572f832606571c2a7d49f152ac1d758b16756e",
+        386_968,
         "1,100 instruction entries with chosen and rejected responses",
     ),
     DataFile(
-        "gpt2/encoder.json", f"{_GPT2}/encoder.json",
-        "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783", 1_042_301,
+        "gpt2/encoder.json",
+        f"{_GPT2}/encoder.json",
+        "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+        1_042_301,
         "OpenAI GPT-2 vocabulary: token string -> id (MIT)",
     ),
     DataFile(
-        "gpt2/vocab.bpe", f"{_GPT2}/vocab.bpe",
-        "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5", 456_318,
+        "gpt2/vocab.bpe",
+        f"{_GPT2}/vocab.bpe",
+        "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+        456_318,
         "OpenAI GPT-2 byte-pair merges, in priority order (MIT)",
     ),
     *(
-        DataFile(f"gutenberg/pg{number}.txt", url, sha256, size, f"{title}, by {author}")
+        DataFile(
+            f"gutenberg/pg{number}.txt", url, sha256, size, f"{title}, by {author}"
+        )
         for number, title, author, size, sha256, url in _GUTENBERG_BOOKS
     ),
 )
@@ -281,7 +303,11 @@ def mirror_dir() -> Path | None:
 def cache_dir() -> Path:
     """The per-user cache folder (`LLM_CACHE_DIR`, or the platform's cache folder)."""
     value = os.environ.get(CACHE_ENV, "").strip()
-    return Path(value).expanduser() if value else Path(pooch.os_cache("llm-from-scratch-book"))
+    return (
+        Path(value).expanduser()
+        if value
+        else Path(pooch.os_cache("llm-from-scratch-book"))
+    )
 
 
 def sha256_of(path: Path) -> str:
@@ -313,17 +339,19 @@ def _download(file: DataFile, target: Path, progress: bool) -> None:
         downloaded = Path(scratch) / "download"
         try:
             downloader(file.url, str(downloaded), None)
-        except Exception as error:  # requests' connection, timeout and HTTP errors, OSError
+        except (
+            Exception
+        ) as error:  # requests' connection, timeout and HTTP errors, OSError
             raise DataUnavailableError(_unavailable_message(file, error)) from error
         if file.member is not None:
             downloaded = _extract(file, downloaded, Path(scratch) / "member")
         actual = sha256_of(downloaded)
         if actual != file.sha256:
             raise ChecksumError(
-                f"Downloaded {file.name!r} from {file.url}, but its SHA-256 is {actual}, "
-                f"not the expected {file.sha256}. Nothing was saved. Try again; if this "
-                f"persists, the file at that URL has changed. To work offline instead, put a "
-                f"verified copy at $LLM_DATA_DIR/{file.name} and set {MIRROR_ENV}."
+                f"Downloaded {file.name!r} from {file.url}, but its SHA-256 is "
+                f"{actual}, not the expected {file.sha256}. Nothing was saved. Try "
+                f"again; if this persists, the file at that URL has changed. "
+                + _offline_hint(file)
             )
         os.replace(downloaded, target)
 
@@ -331,16 +359,26 @@ def _download(file: DataFile, target: Path, progress: bool) -> None:
 def _extract(file: DataFile, archive_path: Path, target: Path) -> Path:
     """Copy the member `file.member` out of the zip archive at `archive_path`."""
     try:
-        with zipfile.ZipFile(archive_path) as archive, archive.open(file.member) as source:
+        with (
+            zipfile.ZipFile(archive_path) as archive,
+            archive.open(file.member) as source,
+        ):
             with open(target, "wb") as sink:
                 shutil.copyfileobj(source, sink)
     except (zipfile.BadZipFile, KeyError) as error:
         raise DataUnavailableError(
-            f"The archive downloaded from {file.url} should contain {file.member!r}, but "
-            f"it could not be extracted ({error}). Nothing was saved. To work offline instead, "
-            f"put a verified copy at $LLM_DATA_DIR/{file.name} and set {MIRROR_ENV}."
+            f"The archive downloaded from {file.url} should contain {file.member!r}, "
+            f"but it could not be extracted ({error}). Nothing was saved. "
+            + _offline_hint(file)
         ) from error
     return target
+
+
+def _offline_hint(file: DataFile) -> str:
+    return (
+        f"To work offline, put a verified copy of the file at <folder>/{file.name} "
+        f"and set the environment variable {MIRROR_ENV}=<folder>."
+    )
 
 
 def _unavailable_message(file: DataFile, error: Exception) -> str:
@@ -352,9 +390,9 @@ def _unavailable_message(file: DataFile, error: Exception) -> str:
     )
     return (
         f"Could not get data file {file.name!r}: {where}, it is not in the cache "
-        f"{cache_dir()}, and downloading it from {file.url} failed ({type(error).__name__}: "
-        f"{error}). Connect to the network and try again, or put a copy of the file at "
-        f"<folder>/{file.name} and set the environment variable {MIRROR_ENV}=<folder>."
+        f"{cache_dir()}, and downloading it from {file.url} failed "
+        f"({type(error).__name__}: {error}). Connect to the network and try again. "
+        + _offline_hint(file)
     )
 
 
@@ -372,9 +410,10 @@ def fetch(name: str, *, progress: bool = True) -> Path:
         actual = sha256_of(candidate)
         if actual != file.sha256:
             raise ChecksumError(
-                f"The mirror copy {candidate} (from {MIRROR_ENV}) has SHA-256 {actual}, but "
-                f"{file.name!r} from {file.url} must have {file.sha256}. Replace it with a "
-                f"fresh copy from that URL, or unset {MIRROR_ENV} to download the file."
+                f"The mirror copy {candidate} (from {MIRROR_ENV}) has SHA-256 "
+                f"{actual}, but {file.name!r} from {file.url} must have "
+                f"{file.sha256}. Replace it with a fresh copy from that URL, or "
+                f"unset {MIRROR_ENV} to download the file."
             )
         return candidate
 
@@ -386,5 +425,5 @@ def fetch(name: str, *, progress: bool = True) -> Path:
 
 
 def read_text(name: str) -> str:
-    """The registered file `name`, decoded as UTF-8 (a byte-order mark, if any, is kept)."""
+    """The registered file `name` decoded as UTF-8 (a byte-order mark is kept)."""
     return fetch(name).read_text(encoding="utf-8")

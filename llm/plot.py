@@ -18,7 +18,7 @@ COLORS = {
 
 
 def diagram(width: float, height: float, scale: float = 0.8):
-    """A figure whose axes span (0, width) x (0, height) in data units, without ticks."""
+    """A blank figure whose data coordinates span (0, width) x (0, height)."""
     fig, ax = plt.subplots(figsize=(width * scale, height * scale))
     ax.set_xlim(0, width)
     ax.set_ylim(0, height)
@@ -27,23 +27,48 @@ def diagram(width: float, height: float, scale: float = 0.8):
     return fig, ax
 
 
-def box(ax, x: float, y: float, text: str, *, width: float = 1.6, height: float = 0.6,
-        color: str = "blue", fontsize: float = 10, **text_kwargs):
+def box(
+    ax,
+    x: float,
+    y: float,
+    text: str,
+    *,
+    width: float = 1.6,
+    height: float = 0.6,
+    color: str = "blue",
+    fontsize: float = 10,
+    **text_kwargs,
+):
     """Draw a rounded box centred at (x, y) with centred text; return the patch."""
     patch = FancyBboxPatch(
-        (x - width / 2, y - height / 2), width, height,
+        (x - width / 2, y - height / 2),
+        width,
+        height,
         boxstyle="round,pad=0.02,rounding_size=0.12",
-        facecolor=COLORS.get(color, color), edgecolor="#555555", linewidth=1,
+        facecolor=COLORS.get(color, color),
+        edgecolor="#555555",
+        linewidth=1,
     )
     ax.add_patch(patch)
     ax.text(x, y, text, ha="center", va="center", fontsize=fontsize, **text_kwargs)
     return patch
 
 
-def arrow(ax, start: tuple[float, float], end: tuple[float, float], *, text: str | None = None,
-          color: str = "#444444", fontsize: float = 9):
+def arrow(
+    ax,
+    start: tuple[float, float],
+    end: tuple[float, float],
+    *,
+    text: str | None = None,
+    color: str = "#444444",
+    fontsize: float = 9,
+):
     """Draw an arrow from `start` to `end`, with an optional label at its middle."""
-    ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=12, color=color, linewidth=1.2))
+    ax.add_patch(
+        FancyArrowPatch(
+            start, end, arrowstyle="-|>", mutation_scale=12, color=color, linewidth=1.2
+        )
+    )
     if text:
         middle = ((start[0] + end[0]) / 2, (start[1] + end[1]) / 2)
         ax.text(*middle, text, ha="center", va="bottom", fontsize=fontsize, color=color)
