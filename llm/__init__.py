@@ -3,8 +3,11 @@
 
 Every module is tangled from the chapter notebooks named beside it:
 
+    llm.attention    chapters/ch03_attention.ipynb
     llm.data         chapters/ch02_text_data.ipynb
     llm.datasets     chapters/appendix_data.ipynb
+    llm.generate     chapters/ch04_gpt_model.ipynb
+    llm.model        chapters/ch04_gpt_model.ipynb
     llm.plot         chapters/ch01_understanding_llms.ipynb
     llm.tokenizer    chapters/ch02_text_data.ipynb
 """
