@@ -4,10 +4,14 @@
 Every module is tangled from the chapter notebooks named beside it:
 
     llm.attention    chapters/ch03_attention.ipynb
+    llm.checkpoint   chapters/ch05_pretraining.ipynb
     llm.data         chapters/ch02_text_data.ipynb
     llm.datasets     chapters/appendix_data.ipynb
-    llm.generate     chapters/ch04_gpt_model.ipynb
+    llm.generate     chapters/ch04_gpt_model.ipynb, chapters/ch05_pretraining.ipynb
+    llm.gpt2         chapters/ch05_pretraining.ipynb
     llm.model        chapters/ch04_gpt_model.ipynb
     llm.plot         chapters/ch01_understanding_llms.ipynb
+    llm.pretrain     chapters/ch05_pretraining.ipynb
     llm.tokenizer    chapters/ch02_text_data.ipynb
+    llm.train        chapters/ch05_pretraining.ipynb
 """

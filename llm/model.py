@@ -109,10 +109,10 @@ class GPTModel(nn.Module):
         )
         self.final_norm = nn.LayerNorm(cfg.emb_dim)
         self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
-        self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        """GPT-2's initialisation (see the text above)."""
+    def init_gpt2_weights(self) -> None:
+        """Re-initialise like GPT-2: N(0, 0.02) weights, zero biases, and the
+        projections into the shortcut path scaled by 1/sqrt(2 n_layers)."""
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02)

@@ -76,8 +76,15 @@ def test_the_model_is_causal_over_tokens():
     assert torch.allclose(model(x)[:, :5], model(changed)[:, :5], atol=1e-6)
 
 
-def test_initialisation_follows_gpt2():
+def test_the_default_initialisation_is_pytorchs():
+    model = tiny_model()
+    assert abs(model.tok_emb.weight.std().item() - 1.0) < 0.1  # nn.Embedding: N(0, 1)
+    assert torch.count_nonzero(model.blocks[0].ff.up.bias) > 0  # nn.Linear: uniform
+
+
+def test_init_gpt2_weights_follows_gpt2():
     model = GPTModel(GPT2_CONFIGS["gpt2"].replace(n_layers=2, vocab_size=1000))
+    model.init_gpt2_weights()
     assert abs(model.tok_emb.weight.std().item() - 0.02) < 0.001
     assert abs(model.blocks[0].att.out_proj.weight.std().item() - 0.01) < 0.001  # 0.02 / sqrt(4)
     assert torch.count_nonzero(model.blocks[0].ff.up.bias) == 0

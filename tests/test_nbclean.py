@@ -94,3 +94,13 @@ def test_check_mode_reports_a_notebook_that_is_not_clean(tmp_path, capsys):
     assert "not clean" in capsys.readouterr().err
     assert nbclean.main([str(path)]) == 0
     assert nbclean.main(["--check", str(path)]) == 0
+
+
+def test_cells_that_need_the_network_are_skipped_but_must_stay_empty():
+    nb = executed_notebook("x = 1", "download()", "y = 2")
+    nb.cells[2].metadata["tags"] = ["skip-execution", "nbval-skip"]
+    nb.cells[2].execution_count = None
+    nb.cells[3].execution_count = 3
+    assert nbclean.execution_problems(nb) == []
+    nb.cells[2].outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
+    assert nbclean.execution_problems(nb) == ["a cell tagged skip-execution has outputs: clear them"]

@@ -90,21 +90,23 @@ def test_a_module_that_no_chapter_produces_is_detected_and_removed(book_copy):
     assert not (book_copy / "llm" / "stray.py").exists()
 
 
-def test_an_export_directive_must_name_a_module_of_the_package(book_copy):
-    notebook = book_copy / "chapters" / "ch02_text_data.ipynb"
+def append_cell(root: Path, source: str) -> None:
+    notebook = root / "chapters" / "ch02_text_data.ipynb"
     nb = nbformat.read(notebook, as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell("#| export tokenizer\nx = 1"))
+    nb.cells.append(nbformat.v4.new_code_cell(source))
     nbformat.write(nb, notebook)
-    with pytest.raises(tangle.TangleError, match="must name one module of the package"):
-        tangle.tangle(book_copy)
 
 
-def test_ipython_syntax_cannot_be_exported(book_copy):
-    notebook = book_copy / "chapters" / "ch02_text_data.ipynb"
-    nb = nbformat.read(notebook, as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell("#| export llm.data\n%timeit 1 + 1"))
-    nbformat.write(nb, notebook)
-    with pytest.raises(tangle.TangleError, match="IPython syntax"):
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("#| export tokenizer\nx = 1", "must name one module of the package"),
+        ("#| export llm.data\n%timeit 1 + 1", "IPython syntax"),
+    ],
+)
+def test_a_cell_that_cannot_be_exported_is_an_error(book_copy, source, message):
+    append_cell(book_copy, source)
+    with pytest.raises(tangle.TangleError, match=message):
         tangle.tangle(book_copy)
 
 

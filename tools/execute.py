@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from book import ROOT, toc_notebooks  # noqa: E402
@@ -28,9 +29,16 @@ def execute(path: Path, timeout: int = 1200) -> float:
     """Execute one notebook in place; return the seconds it took."""
     nb = clean(nbformat.read(path, as_version=4))
     start = time.perf_counter()
-    NotebookClient(
+    client = NotebookClient(
         nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
-    ).execute()
+    )
+    try:
+        client.execute()
+    except CellExecutionError:
+        failed = path.with_suffix(".failed.ipynb")  # for inspection; git ignores it
+        failed.write_text(serialize(nb), encoding="utf-8")
+        print(f"  the cells executed so far, with their outputs, are in {failed}")
+        raise
     seconds = time.perf_counter() - start
     path.write_text(serialize(clean(nb)), encoding="utf-8")
     return seconds

@@ -11,7 +11,9 @@ What it does to every notebook in the table of contents (or the ones named):
 
 With `--check` it changes nothing and exits 1 if a notebook would change, has a
 code cell that was not executed, has execution counts that are not 1, 2, 3, ...
-(one fresh run, top to bottom), or shows an error its tags do not allow.
+(one fresh run, top to bottom), or shows an error its tags do not allow. Cells
+tagged `skip-execution` (they need the network) are the exception: they must
+have no outputs, and are left out of the count.
 
     python tools/nbclean.py            # clean in place
     python tools/nbclean.py --check    # for CI
@@ -35,6 +37,7 @@ KEPT_CELL_METADATA = ("tags", "mystnb")
 INSTALL_MARKER = "# Colab only: install the book's package"
 INSTALL_TAGS = ["remove-cell"]
 ERROR_TAGS = {"raises-exception", "nbval-raises-exception"}
+SKIP_TAG = "skip-execution"  # never executed here (needs the network); nbval skips it too
 
 
 def install_cell_source(root: Path = ROOT) -> str:
@@ -91,6 +94,10 @@ def execution_problems(nb: nbformat.NotebookNode) -> list[str]:
     """Why a notebook does not look like one fresh top-to-bottom run."""
     problems = []
     code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
+    for cell in [c for c in code_cells if SKIP_TAG in c.metadata.get("tags", [])]:
+        if cell.execution_count is not None or cell.outputs:
+            problems.append(f"a cell tagged {SKIP_TAG} has outputs: clear them")
+    code_cells = [c for c in code_cells if SKIP_TAG not in c.metadata.get("tags", [])]
     for number, cell in enumerate(code_cells, start=1):
         first_line = cell.source.splitlines()[0] if cell.source else ""
         if cell.execution_count is None:
