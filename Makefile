@@ -30,7 +30,7 @@ CHAPTERS ?=
 # chapters are checked here, so a dependency missing from pyproject.toml fails.
 COLAB := .venv-colab
 
-.PHONY: book test tangle execute clean
+.PHONY: book test bench tangle execute clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ test: $(STAMP) $(COLAB)/.installed
 	$(COLAB)/bin/python -m pytest $(NBVAL) chapters
 	$(MAKE) book
 	$(BIN)/python -m pytest tests/browser
+
+# Benchmarks against peers (not part of the tests): ratios next to their targets,
+# results in bench/results/latest.json.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
 
 # Write llm/ from the chapters (after editing an exported cell).
 tangle: $(STAMP)

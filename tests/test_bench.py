@@ -1,0 +1,36 @@
+"""bench/: the A/B harness and the data comparison (the timings are not tested)."""
+
+import torch
+
+from bench import data
+from bench.harness import Comparison, Result, report, run
+
+
+def test_run_interleaves_both_sides_and_alternates_their_order():
+    calls = []
+    comparison = Comparison(
+        "x", "", lambda: calls.append("ours"), lambda: calls.append("peer"), 1.0
+    )
+    result = run(comparison, rounds=4, warmup=1)
+    assert len(result.ours_seconds) == len(result.peer_seconds) == 4
+    assert calls == ["ours", "peer", "peer", "ours"] * 2 + ["ours", "peer"]
+
+
+def test_ratio_is_peer_median_over_our_median_and_checked_against_the_target():
+    result = Result("x", "", [1.0, 2.0, 9.0], [4.0, 6.0, 100.0], target=3.0)
+    assert result.ratio == 3.0 and result.passed
+    assert not Result("x", "", [1.0], [2.0], target=2.5).passed
+    assert "BELOW TARGET" in report([Result("slow", "", [1.0], [2.0], target=2.5)])
+
+
+def test_the_baseline_builds_the_same_windows_as_the_dataset():
+    token_ids = torch.arange(1000)
+    inputs, targets = data.copied_windows(
+        token_ids.tolist(), context_length=16, stride=5
+    )
+    ours = data.SlidingWindowDataset(token_ids, 16, 5)
+    assert len(inputs) == len(ours)
+    for i in (0, 7, len(ours) - 1):
+        assert torch.equal(inputs[i], ours[i][0]) and torch.equal(
+            targets[i], ours[i][1]
+        )
