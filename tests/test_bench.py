@@ -34,3 +34,12 @@ def test_the_baseline_builds_the_same_windows_as_the_dataset():
         assert torch.equal(inputs[i], ours[i][0]) and torch.equal(
             targets[i], ours[i][1]
         )
+
+
+def test_both_attention_paths_compute_the_same_thing():
+    from bench.attention import explicit_attention, fused_attention
+
+    q, k, v = (torch.randn(1, 2, 9, 8) for _ in range(3))
+    assert torch.allclose(
+        explicit_attention(q, k, v), fused_attention(q, k, v), atol=1e-6
+    )
