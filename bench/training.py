@@ -5,25 +5,18 @@ import torch.nn.functional as F
 
 from bench.harness import Comparison
 from llm.model import GPT2_CONFIGS, GPTModel
-from llm.train import batch_loss, make_optimizer
+from llm.train import make_optimizer
 
 BATCH, TOKENS = 2, 256
 
 
-def _hf_step(model, optimizer, inputs, targets):
+def _training_step(logits_of, model, inputs, targets):
+    """One AdamW step; `logits_of(model, inputs)` adapts to each model's interface."""
+    optimizer = make_optimizer(model, lr=1e-4)
+
     def step():
-        logits = model(input_ids=inputs).logits
+        logits = logits_of(model, inputs)
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step
-
-
-def _our_step(model, optimizer, inputs, targets):
-    def step():
-        loss = batch_loss(model, inputs, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -57,8 +50,10 @@ def comparisons() -> list[Comparison]:
                 f"one AdamW step on {BATCH} x {TOKENS} tokens, fp32, same shape and "
                 "untied head: our GPTModel vs transformers' GPT2LMHeadModel"
             ),
-            ours=_our_step(ours, make_optimizer(ours, lr=1e-4), inputs, targets),
-            peer=_hf_step(theirs, make_optimizer(theirs, lr=1e-4), inputs, targets),
+            ours=_training_step(lambda m, x: m(x), ours, inputs, targets),
+            peer=_training_step(
+                lambda m, x: m(input_ids=x).logits, theirs, inputs, targets
+            ),
             target=1.1,
         )
     ]
