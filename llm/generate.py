@@ -56,6 +56,23 @@ def filter_logits(
     return logits
 
 
+def sample_next_token(
+    logits: torch.Tensor,
+    *,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Choose the next token id from `logits` (batch, vocab_size): the most likely
+    one at temperature 0, otherwise a sample. Returns shape (batch, 1)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = filter_logits(logits.float() / temperature, top_k, top_p)
+    probabilities = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probabilities, 1, generator=generator)
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -87,12 +104,13 @@ def generate(
     )
     for _ in range(max_new_tokens):
         logits = model(token_ids[:, -context_length:])[:, -1]  # (batch, vocab_size)
-        if temperature == 0:
-            next_id = logits.argmax(dim=-1, keepdim=True)
-        else:
-            logits = filter_logits(logits / temperature, top_k, top_p)
-            probabilities = torch.softmax(logits, dim=-1)
-            next_id = torch.multinomial(probabilities, 1, generator=generator)
+        next_id = sample_next_token(
+            logits,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=generator,
+        )
         if eos_id is not None:
             next_id = next_id.masked_fill(finished.unsqueeze(1), eos_id)
             finished |= next_id.squeeze(1) == eos_id

@@ -38,7 +38,8 @@ def default_device() -> torch.device:
 def batch_loss(model, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of the next-token predictions for one batch."""
     logits = model(inputs)  # (batch, tokens, vocab_size)
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    # .float(): under bf16 autocast the logits are bf16; the loss is computed in fp32
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
 
 def evaluate(
@@ -109,6 +110,9 @@ def print_progress(model, log: TrainLog, tokens_per_second: float) -> None:
     )
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 def batch_rows(step: int, n_windows: int, batch_size: int, seed: int) -> torch.Tensor:
     """Which windows form the batch of `step`: a fresh permutation every epoch."""
     batches_per_epoch = n_windows // batch_size
@@ -138,15 +142,23 @@ def train(
     max_grad_norm: float | None = None,
     log: TrainLog | None = None,
     on_eval: Callable[..., None] | None = print_progress,
+    precision: str = "fp32",
+    compile_model: bool = False,
 ) -> TrainLog:
     """Train until `log.step == max_steps`, evaluating every `eval_every` steps.
 
     After each evaluation, `on_eval(model, log, tokens_per_second)` is called.
     Pass the `log` of an earlier run (and its model and optimizer state) to resume
-    it; the result is identical to an uninterrupted run.
+    it; the result is identical to an uninterrupted run. `precision="bf16"` runs
+    the forward pass under bfloat16 autocast (weights and optimizer stay fp32);
+    `compile_model=True` compiles the model with `torch.compile` first.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     log = log if log is not None else TrainLog()
     device = next(model.parameters()).device
+    forward_model = torch.compile(model) if compile_model else model
+    use_bf16 = precision == "bf16"
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
     model.train()
@@ -160,7 +172,8 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * lr_schedule(log.step)
 
-        loss = batch_loss(model, inputs, targets)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss = batch_loss(forward_model, inputs, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if max_grad_norm is not None:

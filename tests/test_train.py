@@ -137,3 +137,35 @@ def test_gradient_clipping_and_schedule_are_applied():
 
 def test_train_log_defaults_are_empty():
     assert TrainLog() == TrainLog(0, 0, [], [], [], [])
+
+
+def test_bf16_autocast_training_runs_in_bf16_and_keeps_fp32_weights():
+    model, optimizer = tiny()
+    repeated = SlidingWindowDataset(torch.arange(60).repeat(8), context_length=8, stride=8)
+    seen = []
+    hook = model.out_head.register_forward_hook(
+        lambda module, inputs, output: seen.append(output.dtype) if module.training else None
+    )
+    log = train(model, optimizer, repeated, repeated, max_steps=60, precision="bf16", **QUIET)
+    hook.remove()
+    assert set(seen) == {torch.bfloat16}  # the training forward passes ran in bf16
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert log.train_losses[-1] < log.train_losses[0] - 1.0  # and it still learns
+
+
+def test_compiled_training_matches_eager_training_without_dropout():
+    # (compiled dropout draws its own random numbers, so dropout is off here)
+    def no_dropout():
+        torch.manual_seed(0)
+        model = GPTModel(TINY.replace(drop_rate=0.0))
+        return model, make_optimizer(model, lr=3e-3)
+
+    eager = train(*no_dropout(), data(), data(seed=2), max_steps=5, **QUIET)
+    compiled = train(*no_dropout(), data(), data(seed=2), max_steps=5, compile_model=True,
+                     **QUIET)
+    assert compiled.val_losses == pytest.approx(eager.val_losses, abs=1e-4)
+
+
+def test_unknown_precision_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"precision must be one of \('fp32', 'bf16'\)"):
+        train(*tiny(), data(), data(), max_steps=1, precision="fp16", **QUIET)
