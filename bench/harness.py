@@ -24,6 +24,8 @@ class Comparison:
     ours: Callable[[], object]
     peer: Callable[[], object]
     target: float
+    rounds: int | None = None  # overrides the run's rounds (for very slow peers)
+    warmup: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +71,8 @@ def run(
     comparison: Comparison, rounds: int = 5, warmup: int = 1, threads: int = 2
 ) -> Result:
     """Time both sides `rounds` times after `warmup` untimed rounds, interleaved."""
+    rounds = comparison.rounds if comparison.rounds is not None else rounds
+    warmup = comparison.warmup if comparison.warmup is not None else warmup
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     torch.set_num_threads(threads)

@@ -1,7 +1,7 @@
 """Run the benchmarks, print each ratio next to its target, save the results.
 
     python -m bench.run              # all comparisons
-    python -m bench.run data         # only some groups: data, attention, training
+    python -m bench.run data         # only some groups: data, bpe, attention, training, generation
 
 Results go to bench/results/latest.json (machine-readable); the exit status is 0
 even when a target is missed, since benchmarks measure, they do not gate.
@@ -9,68 +9,97 @@ even when a target is missed, since benchmarks measure, they do not gate.
 
 import argparse
 import json
+import os
 import platform
 import sys
 from pathlib import Path
 
 import torch
 
-from bench import attention, data, training
+from bench import attention, bpe, data, generation, hardware, training
 from bench.harness import report, run
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+GROUPS = {
+    "data": data,
+    "bpe": bpe,
+    "attention": attention,
+    "training": training,
+    "generation": generation,
+}
+
+
+def _previous_results() -> dict:
+    if RESULTS.exists():
+        return json.loads(RESULTS.read_text(encoding="utf-8"))
+    return {}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "groups", nargs="*", help="only these: data, attention, training"
-    )
+    parser.add_argument("groups", nargs="*", help=f"only these: {', '.join(GROUPS)}")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-
-    modules = {"data": data, "attention": attention, "training": training}
-    unknown = set(args.groups) - set(modules)
+    unknown = set(args.groups) - set(GROUPS)
     if unknown:
-        parser.error(f"unknown groups {sorted(unknown)}; choose from {list(modules)}")
-    chosen = [
-        m for name, m in modules.items() if not args.groups or name in args.groups
-    ]
-    selected = [comparison for module in chosen for comparison in module.comparisons()]
-    results = [
-        run(comparison, rounds=args.rounds, threads=args.threads)
-        for comparison in selected
-    ]
-    print(report(results))
-    memory = data.memory_bytes() if data in chosen else None
+        parser.error(f"unknown groups {sorted(unknown)}; choose from {list(GROUPS)}")
+    chosen = [name for name in GROUPS if not args.groups or name in args.groups]
+
+    torch.set_num_threads(args.threads)
+    machine_rates = hardware.rates()
+    print(
+        f"machine: fp32 matmul {machine_rates['matmul_fp32_flops'] / 1e9:.0f} GFLOP/s, "
+        f"bf16 matmul {machine_rates['matmul_bf16_flops'] / 1e9:.0f} GFLOP/s, "
+        f"copy {machine_rates['copy_bytes_per_s'] / 1e9:.1f} GB/s, "
+        f"read {machine_rates['read_bytes_per_s'] / 1e9:.1f} GB/s"
+    )
+    results = []
+    for name in chosen:  # one group at a time, so its models are freed after it
+        for comparison in GROUPS[name].comparisons():
+            result = run(comparison, rounds=args.rounds, threads=args.threads)
+            print(report([result]).splitlines()[-1], flush=True)
+            results.append((name, result))
+    print()
+    print(report([result for _, result in results]))
+    memory = data.memory_bytes() if "data" in chosen else None
     if memory:
         print(
             f"\nwindow memory: ours {memory['ours'] / 1e6:.1f} MB, "
             f"copied windows {memory['peer'] / 1e6:.1f} MB"
         )
 
+    # Groups not run this time keep their previous results.
+    previous = _previous_results()
+    fresh = [{"group": name, **result.as_dict()} for name, result in results]
+    fresh_names = {r["name"] for r in fresh}
+    kept = [
+        r
+        for r in previous.get("results", [])
+        if r.get("group") not in chosen and r["name"] not in fresh_names
+    ]
+    order = {name: i for i, name in enumerate(GROUPS)}
+    merged = sorted(kept + fresh, key=lambda r: order.get(r.get("group"), len(order)))
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(
         json.dumps(
             {
                 "machine": {
                     "platform": platform.platform(),
-                    "processor": platform.processor(),
                     "torch": torch.__version__,
                     "threads": args.threads,
+                    "cpu_count": os.cpu_count(),
+                    **machine_rates,
                 },
-                "results": [result.as_dict() for result in results],
-                "memory_bytes": memory,
+                "results": merged,
+                "memory_bytes": memory or previous.get("memory_bytes"),
             },
             indent=2,
         )
         + "\n",
         encoding="utf-8",
     )
-    print(
-        f"results written to {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}"
-    )
+    print(f"results written to {RESULTS}")
     return 0
 
 

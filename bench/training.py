@@ -1,13 +1,21 @@
-"""Training throughput: our GPTModel and loop step vs Hugging Face's GPT2LMHeadModel."""
+"""Training GPT-2 small on this machine: against transformers, against the
+hardware's matrix-multiply rate, and with the faster options of `llm.train.train`.
+"""
+
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 
 from bench.harness import Comparison
-from llm.model import GPT2_CONFIGS, GPTModel
-from llm.train import make_optimizer
+from bench.models import gpt2_small, hf_gpt2_small
+from llm.data import SlidingWindowDataset
+from llm.model import flops_per_token
+from llm.train import TrainLog, make_optimizer, train
 
 BATCH, TOKENS = 2, 256
+STEPS = 2  # training steps per timed call of `train`
+MATMUL_SIZE = 2048  # square fp32 matrices for the reference matrix-multiply rate
 
 
 def _training_step(logits_of, model, inputs, targets):
@@ -24,36 +32,103 @@ def _training_step(logits_of, model, inputs, targets):
     return step
 
 
-def comparisons() -> list[Comparison]:
-    from transformers import GPT2Config, GPT2LMHeadModel
+def _matmuls(flops: float):
+    """fp32 square matrix products adding up to `flops`: the machine's best case."""
+    a, b = torch.randn(2, MATMUL_SIZE, MATMUL_SIZE)
+    count = max(1, round(flops / (2 * MATMUL_SIZE**3)))
 
-    cfg = GPT2_CONFIGS["gpt2"].replace(context_length=TOKENS, drop_rate=0.0)
-    torch.manual_seed(0)
-    ours = GPTModel(cfg)
-    hf_config = GPT2Config(
-        n_positions=TOKENS,
-        n_embd=768,
-        n_layer=12,
-        n_head=12,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        tie_word_embeddings=False,
-    )
-    theirs = GPT2LMHeadModel(hf_config)
-    inputs = torch.randint(0, cfg.vocab_size, (BATCH, TOKENS))
-    targets = torch.randint(0, cfg.vocab_size, (BATCH, TOKENS))
-    return [
-        Comparison(
-            name="training: GPT-2 small step",
-            description=(
-                f"one AdamW step on {BATCH} x {TOKENS} tokens, fp32, same shape and "
-                "untied head: our GPTModel vs transformers' GPT2LMHeadModel"
-            ),
-            ours=_training_step(lambda m, x: m(x), ours, inputs, targets),
-            peer=_training_step(
-                lambda m, x: m(input_ids=x).logits, theirs, inputs, targets
-            ),
-            target=1.1,
+    def multiply():
+        for _ in range(count):
+            torch.mm(a, b)
+
+    return multiply
+
+
+def _train_calls(data: SlidingWindowDataset, **options):
+    """`STEPS` more steps of `llm.train.train` per call, continuing one run."""
+    _, model = gpt2_small(TOKENS)
+    optimizer = make_optimizer(model, lr=1e-4)
+    log = TrainLog()
+
+    def more_steps():
+        train(
+            model,
+            optimizer,
+            data,
+            data,
+            max_steps=log.step + STEPS,
+            batch_size=BATCH,
+            eval_every=10**9,  # only the final evaluation, on one batch
+            eval_batches=1,
+            log=log,
+            on_eval=None,
+            **options,
         )
+
+    return more_steps
+
+
+def comparisons() -> Iterator[Comparison]:
+    """The comparisons one at a time: each builds its models when it is reached,
+    so that no more than two GPT-2 small models with optimizers exist at once."""
+    cfg, ours = gpt2_small(TOKENS)
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randint(0, cfg.vocab_size, (BATCH, TOKENS), generator=generator)
+    targets = torch.randint(0, cfg.vocab_size, (BATCH, TOKENS), generator=generator)
+    step_flops = flops_per_token(cfg, TOKENS, training=True) * BATCH * TOKENS
+    our_step = _training_step(lambda m, x: m(x), ours, inputs, targets)
+    yield Comparison(
+        name="training: GPT-2 small step",
+        description=(
+            f"one AdamW step on {BATCH} x {TOKENS} tokens, fp32, same shape and "
+            "untied head: our GPTModel vs transformers' GPT2LMHeadModel"
+        ),
+        ours=our_step,
+        peer=_training_step(
+            lambda m, x: m(input_ids=x).logits, hf_gpt2_small(TOKENS), inputs, targets
+        ),
+        target=1.1,
+    )
+    yield Comparison(
+        name="training: FLOP utilisation",
+        description=(
+            f"the step above ({step_flops / 1e9:.0f} GFLOP: 6N plus attention per "
+            f"token) vs fp32 {MATMUL_SIZE}x{MATMUL_SIZE} matrix products of the "
+            "same FLOPs; the ratio is the fraction of the measured matmul rate"
+        ),
+        ours=our_step,
+        peer=_matmuls(step_flops),
+        target=0.65,
+    )
+    del ours, our_step
+
+    tokens = torch.randint(
+        0, cfg.vocab_size, (20 * BATCH * TOKENS,), generator=generator
+    )
+    data = SlidingWindowDataset(tokens, TOKENS, TOKENS)
+    options = [
+        (
+            "bf16 + compile",
+            dict(precision="bf16", compile_model=True),
+            1.6,
+            "precision='bf16', compile_model=True",
+        ),
+        ("bf16 autocast only", dict(precision="bf16"), 1.0, "precision='bf16' alone"),
+        (
+            "torch.compile only",
+            dict(compile_model=True),
+            1.0,
+            "compile_model=True alone (fp32)",
+        ),
     ]
+    for name, settings, target, words in options:
+        yield Comparison(
+            name=f"training: {name}",
+            description=(
+                f"llm.train.train, {STEPS} steps of {BATCH} x {TOKENS} tokens and one "
+                f"evaluation batch: {words} vs fp32 eager"
+            ),
+            ours=_train_calls(data, **settings),
+            peer=_train_calls(data),
+            target=target,
+        )

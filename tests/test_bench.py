@@ -43,3 +43,30 @@ def test_both_attention_paths_compute_the_same_thing():
     assert torch.allclose(
         explicit_attention(q, k, v), fused_attention(q, k, v), atol=1e-6
     )
+
+
+def test_a_comparison_can_override_the_number_of_rounds():
+    calls = []
+    comparison = Comparison(
+        "x", "", lambda: calls.append("ours"), lambda: calls.append("peer"), 1.0,
+        rounds=1, warmup=0,
+    )
+    result = run(comparison, rounds=5, warmup=1)
+    assert len(result.ours_seconds) == 1 and calls == ["ours", "peer"]
+
+
+def test_decode_weight_bytes_leave_out_the_embedding_tables():
+    from bench.models import matrix_weight_bytes
+    from llm.model import GPTConfig, GPTModel
+
+    cfg = GPTConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=1)
+    model = GPTModel(cfg)
+    everything = sum(p.numel() * 4 for p in model.parameters())
+    tables = (50 + 8) * 16 * 4
+    assert matrix_weight_bytes(model) == everything - tables
+
+
+def test_bpe_benchmark_text_has_the_requested_length(mirror):
+    from bench.bpe import book_text
+
+    assert len(book_text(200_000)) == 200_000
