@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from llm.generate import sample_next_token
+from llm.generate import generate
 
 
 class KVCache:
@@ -125,56 +125,38 @@ def forward_cached(model, token_ids: torch.Tensor, cache: KVCache) -> torch.Tens
     return linear(model.out_head, model.final_norm(x[:, -1:]))[:, 0]  # (batch, vocab)
 
 
-@torch.no_grad()
-def generate_cached(
-    model,
-    token_ids: torch.Tensor,
-    max_new_tokens: int,
-    *,
-    temperature: float = 0.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    eos_id: int | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """`llm.generate.generate` with a key/value cache: the same options and the
-    same tokens, each new token costing one position instead of the whole text.
+class CachedModel:
+    """`model` with a KV cache, for `llm.generate.generate`: called at every step
+    with the last `context_length` tokens of the text, it runs the model only on
+    the tokens it has not seen and returns the logits of the last position,
+    shape (batch, 1, vocab_size). Past the context length, where positions shift
+    and cached keys go stale, it runs full forward passes instead."""
 
-    Beyond the context length, positions shift at every step and cached keys go
-    stale, so from then on each step is a full forward pass over the last
-    `context_length` tokens, as in `generate`. Put the model in eval mode.
-    """
-    if temperature < 0:
-        raise ValueError(f"temperature must be 0 or more, got {temperature}")
+    def __init__(self, model, batch_size: int, max_tokens: int | None = None):
+        self.model, self.cfg = model, model.cfg
+        self.cache = KVCache(model, batch_size, max_tokens)
+
+    @torch.no_grad()
+    def __call__(self, token_ids: torch.Tensor) -> torch.Tensor:
+        cache = self.cache
+        if cache.length == 0:  # the prefill
+            return forward_cached(self.model, token_ids, cache).unsqueeze(1)
+        extends = token_ids.shape[1] == cache.length + 1  # one new token at the end
+        if extends and cache.length < cache.max_tokens:
+            return forward_cached(self.model, token_ids[:, -1:], cache).unsqueeze(1)
+        return self.model(token_ids)[:, -1:]  # the window has moved: recompute
+
+
+def generate_cached(model, token_ids: torch.Tensor, max_new_tokens: int, **options):
+    """`llm.generate.generate` (with the same `options`) on a `CachedModel`: the
+    same tokens, each new one costing one position instead of the whole text."""
     if token_ids.ndim != 2:
         raise ValueError(
             f"token_ids must be (batch, tokens), got {tuple(token_ids.shape)}"
         )
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be 0 or more, got {max_new_tokens}")
-    if max_new_tokens == 0:
-        return token_ids
-    context_length = model.cfg.context_length
     batch, tokens = token_ids.shape
-    cache = KVCache(model, batch, min(context_length, tokens + max_new_tokens))
-    finished = torch.zeros(batch, dtype=torch.bool, device=token_ids.device)
-    logits = forward_cached(model, token_ids[:, -context_length:], cache)  # prefill
-    for step in range(max_new_tokens):
-        next_id = sample_next_token(
-            logits,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            generator=generator,
-        )
-        if eos_id is not None:
-            next_id = next_id.masked_fill(finished.unsqueeze(1), eos_id)
-            finished |= next_id.squeeze(1) == eos_id
-        token_ids = torch.cat([token_ids, next_id], dim=1)
-        if step == max_new_tokens - 1 or (eos_id is not None and finished.all()):
-            break
-        if cache.length < cache.max_tokens:
-            logits = forward_cached(model, next_id, cache)  # one position
-        else:  # context full: positions shift, the cached keys are stale
-            logits = model(token_ids[:, -context_length:])[:, -1]
-    return token_ids
+    max_tokens = min(model.cfg.context_length, tokens + max_new_tokens)
+    cached = CachedModel(model, batch, max(max_tokens, 1))
+    return generate(cached, token_ids, max_new_tokens, **options)

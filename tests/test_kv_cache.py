@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm.generate import generate
-from llm.kv_cache import KVCache, cached_attention, forward_cached, generate_cached, linear
+from llm.kv_cache import (
+    CachedModel,
+    KVCache,
+    cached_attention,
+    forward_cached,
+    generate_cached,
+    linear,
+)
 from llm.model import GPT2_CONFIGS, GPTConfig, GPTModel
 
 SMALL = GPTConfig(vocab_size=97, context_length=24, emb_dim=32, n_heads=4, n_layers=3,
@@ -170,3 +177,11 @@ def test_linear_computes_the_layer_for_one_position(threads, out_features, bias,
         assert torch.equal(linear(layer, several), layer(several))
     finally:
         torch.set_num_threads(previous)
+
+
+def test_cached_model_feeds_each_token_once():
+    model, ids = small_model(), prompt(batch=2, tokens=5)
+    cached = CachedModel(model, batch_size=2)
+    out = generate(cached, ids, 7)
+    assert cached.cache.length == 5 + 7 - 1  # the last token is returned, not fed
+    assert torch.equal(out, generate(model, ids, 7))
