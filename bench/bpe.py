@@ -10,11 +10,11 @@ from llm.datasets import gutenberg_books, read_text
 
 def book_text(n_characters: int) -> str:
     """The first `n_characters` of the Gutenberg books, in registry order."""
-    text, parts = 0, []
+    length, parts = 0, []
     for book in gutenberg_books():
         parts.append(read_text(book.name))
-        text += len(parts[-1])
-        if text >= n_characters:
+        length += len(parts[-1])
+        if length >= n_characters:
             break
     return "".join(parts)[:n_characters]
 

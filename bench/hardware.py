@@ -1,9 +1,10 @@
 """The two rates that bound this machine's speed, measured in the same run."""
 
 import statistics
-import time
 
 import torch
+
+from bench.harness import seconds
 
 MATMUL_SIZE = 2048
 COPY_BYTES = 512 * 2**20  # far larger than any cache
@@ -11,12 +12,7 @@ COPY_BYTES = 512 * 2**20  # far larger than any cache
 
 def _median_seconds(function, repeats: int = 7) -> float:
     function()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(seconds(function) for _ in range(repeats))
 
 
 def rates() -> dict[str, float]:

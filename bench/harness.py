@@ -61,7 +61,8 @@ class Result:
         }
 
 
-def _time(function: Callable[[], object]) -> float:
+def seconds(function: Callable[[], object]) -> float:
+    """How long one call of `function` takes."""
     start = time.perf_counter()
     function()
     return time.perf_counter() - start
@@ -82,9 +83,9 @@ def run(
         if round_number % 2:
             order.reverse()
         for function, times in order:
-            seconds = _time(function)
+            elapsed = seconds(function)
             if round_number >= warmup:
-                times.append(seconds)
+                times.append(elapsed)
     return Result(
         comparison.name, comparison.description, ours, peer, comparison.target
     )

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+from bench.hardware import MATMUL_SIZE
 from bench.harness import Comparison
 from bench.models import gpt2_small, hf_gpt2_small
 from llm.data import SlidingWindowDataset
@@ -15,7 +16,6 @@ from llm.train import TrainLog, make_optimizer, train
 
 BATCH, TOKENS = 2, 256
 STEPS = 2  # training steps per timed call of `train`
-MATMUL_SIZE = 2048  # square fp32 matrices for the reference matrix-multiply rate
 
 
 def _training_step(logits_of, model, inputs, targets):

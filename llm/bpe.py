@@ -7,7 +7,6 @@ import collections
 import heapq
 import itertools
 import json
-import os
 import re
 from pathlib import Path
 
@@ -350,9 +349,12 @@ def save_tokenizer(tokenizer: BPETokenizer, path: str | Path) -> Path:
         "merges": [list(pair) for pair in tokenizer.merges],
         "special_tokens": tokenizer.special_tokens,
     }
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_text(json.dumps(document), encoding="utf-8")
-    os.replace(temporary, path)  # atomic: the old file or the new one, never half
+    from llm.checkpoint import write_atomically  # the old file or the new, never half
+
+    write_atomically(
+        path,
+        lambda temporary: Path(temporary).write_text(json.dumps(document), "utf-8"),
+    )
     return path
 
 
