@@ -15,10 +15,6 @@ LLM_DATA_DIR ?= $(wildcard $(CURDIR)/../shared/data)
 ifneq ($(strip $(LLM_DATA_DIR)),)
   override LLM_DATA_DIR := $(abspath $(LLM_DATA_DIR))
   export LLM_DATA_DIR
-  TIKTOKEN_CACHE_DIR ?= $(wildcard $(LLM_DATA_DIR)/tiktoken-cache)
-endif
-ifneq ($(strip $(TIKTOKEN_CACHE_DIR)),)
-  export TIKTOKEN_CACHE_DIR
 endif
 
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg
@@ -30,7 +26,7 @@ CHAPTERS ?=
 # chapters are checked here, so a dependency missing from pyproject.toml fails.
 COLAB := .venv-colab
 
-.PHONY: book test bench tangle execute clean
+.PHONY: book test bench tangle format execute clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,9 +46,13 @@ $(COLAB)/.installed: requirements.txt pyproject.toml $(wildcard llm/*.py)
 book: $(STAMP)
 	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
 
+LINTED := llm tools bench tests
+
 test: $(STAMP) $(COLAB)/.installed
 	$(BIN)/python tools/nbclean.py --check
 	$(BIN)/python tools/tangle.py --check
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/python -m pytest tests --ignore=tests/browser
 	$(COLAB)/bin/python -m pytest $(NBVAL) chapters
 	$(MAKE) book
@@ -66,6 +66,15 @@ bench: $(STAMP)
 # Write llm/ from the chapters (after editing an exported cell).
 tangle: $(STAMP)
 	$(BIN)/python tools/tangle.py
+
+# Bring the code to the project's style: comments on their own line, ruff's
+# formatting and fixes. The package is formatted through the chapters' cells
+# and then tangled again, since llm/ is generated from them.
+format: $(STAMP)
+	$(BIN)/python tools/comments.py --fix chapters tools bench tests
+	$(BIN)/ruff format chapters tools bench tests
+	$(BIN)/python tools/tangle.py
+	$(BIN)/ruff check --fix tools bench tests
 
 # Re-execute chapters and save their outputs: `make execute` for all of them,
 # `make execute CHAPTERS=chapters/ch02_text_data.ipynb` for one.

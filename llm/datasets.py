@@ -25,6 +25,9 @@ from pathlib import Path
 
 import pooch
 
+from llm.errors import LLMError
+from llm.files import remove_stale_temporaries, temporary_prefix
+
 MIRROR_ENV = "LLM_DATA_DIR"
 CACHE_ENV = "LLM_CACHE_DIR"
 
@@ -278,7 +281,7 @@ def gutenberg_books() -> list[DataFile]:
     return [file for file in REGISTRY.values() if file.name.startswith("gutenberg/")]
 
 
-class DataError(Exception):
+class DataError(LLMError):
     """A registered data file could not be provided."""
 
 
@@ -295,9 +298,23 @@ class DataUnavailableError(DataError):
 
 
 def mirror_dir() -> Path | None:
-    """The read-only mirror folder named by `LLM_DATA_DIR`, or None when it is unset."""
+    """The read-only mirror folder named by `LLM_DATA_DIR`, or None when it is unset.
+
+    A value that names no folder (a typo, or a file) is an error rather than
+    being ignored, since the reader meant to work offline.
+    """
     value = os.environ.get(MIRROR_ENV, "").strip()
-    return Path(value).expanduser() if value else None
+    if not value:
+        return None
+    folder = Path(value).expanduser()
+    if not folder.is_dir():
+        problem = "is a file" if folder.exists() else "does not exist"
+        raise DataError(
+            f"{MIRROR_ENV} is set to {value!r}, but that {problem}: it must name "
+            f"the folder that holds the data files. Correct it, or unset "
+            f"{MIRROR_ENV} to use the cache and the network."
+        )
+    return folder
 
 
 def cache_dir() -> Path:
@@ -331,18 +348,35 @@ def lookup(name: str) -> DataFile:
     )
 
 
-def _download(file: DataFile, target: Path, progress: bool) -> None:
-    """Download `file` to `target`: into a temporary folder, verify, then rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _scratch_folder(file: DataFile, target: Path) -> tempfile.TemporaryDirectory:
+    """A temporary folder beside `target`, after removing the ones that killed
+    processes left behind; an unwritable cache is reported as such."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(target.parent)
+        return tempfile.TemporaryDirectory(
+            dir=target.parent, prefix=temporary_prefix(target.name), suffix=".tmp"
+        )
+    except OSError as error:
+        raise DataUnavailableError(
+            f"Could not write {file.name!r} to the cache folder {target.parent} "
+            f"({type(error).__name__}: {error}). Make that folder writable, or set "
+            f"{CACHE_ENV} to a folder you can write to. " + _offline_hint(file)
+        ) from error
+
+
+def _download(file: DataFile, target: Path, progress: bool, damaged: bool) -> None:
+    """Download `file` to `target`: into a temporary folder, verify, then rename.
+    `damaged` says that a cached copy exists but failed its checksum."""
     downloader = pooch.HTTPDownloader(progressbar=progress, timeout=60)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as scratch:
+    with _scratch_folder(file, target) as scratch:
         downloaded = Path(scratch) / "download"
         try:
             downloader(file.url, str(downloaded), None)
-        except (
-            Exception
-        ) as error:  # requests' connection, timeout and HTTP errors, OSError
-            raise DataUnavailableError(_unavailable_message(file, error)) from error
+        # requests' connection, timeout and HTTP errors, and OSError
+        except Exception as error:
+            message = _unavailable_message(file, error, damaged)
+            raise DataUnavailableError(message) from error
         if file.member is not None:
             downloaded = _extract(file, downloaded, Path(scratch) / "member")
         actual = sha256_of(downloaded)
@@ -381,16 +415,21 @@ def _offline_hint(file: DataFile) -> str:
     )
 
 
-def _unavailable_message(file: DataFile, error: Exception) -> str:
+def _unavailable_message(file: DataFile, error: Exception, damaged: bool) -> str:
     mirror = mirror_dir()
     where = (
         f"it is not in the mirror folder {mirror} ({MIRROR_ENV})"
         if mirror is not None
         else f"no mirror folder is set ({MIRROR_ENV} is unset)"
     )
+    cached = (
+        f"the cached copy {cache_dir() / file.name} is damaged (wrong SHA-256)"
+        if damaged
+        else f"it is not in the cache {cache_dir()}"
+    )
     return (
-        f"Could not get data file {file.name!r}: {where}, it is not in the cache "
-        f"{cache_dir()}, and downloading it from {file.url} failed "
+        f"Could not get data file {file.name!r}: {where}, {cached}, and "
+        f"downloading it from {file.url} failed "
         f"({type(error).__name__}: {error}). Connect to the network and try again. "
         + _offline_hint(file)
     )
@@ -420,7 +459,8 @@ def fetch(name: str, *, progress: bool = True) -> Path:
     target = cache_dir() / file.name
     if target.is_file() and sha256_of(target) == file.sha256:
         return target
-    _download(file, target, progress)  # also replaces a corrupted cached copy
+    # A damaged cached copy is replaced by a fresh download.
+    _download(file, target, progress, damaged=target.is_file())
     return target
 
 

@@ -5,6 +5,9 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
+
+from llm.model import GPTConfig, GPTModel
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -44,3 +47,40 @@ def mirror() -> Path:
     if not value or not Path(value).is_dir():
         pytest.fail("set LLM_DATA_DIR to the data mirror folder (for example ../shared/data) to run this test")
     return Path(value)
+
+
+# The one small model shape the tests share: big enough to have every part
+# (two layers, two heads, a vocabulary larger than the context), small enough
+# that a forward pass takes well under a millisecond.
+TINY_CONFIG = GPTConfig(
+    vocab_size=64, context_length=16, emb_dim=32, n_heads=2, n_layers=2, drop_rate=0.0
+)
+
+
+@pytest.fixture
+def tiny_config() -> GPTConfig:
+    """`TINY_CONFIG`; change fields with `tiny_config.replace(...)`."""
+    return TINY_CONFIG
+
+
+@pytest.fixture
+def make_tiny_model():
+    """A factory: `make_tiny_model(seed=0, **config_changes)` builds a seeded
+    `GPTModel` of `TINY_CONFIG` (with the changes), in eval mode."""
+
+    def make(seed: int = 0, **changes) -> GPTModel:
+        torch.manual_seed(seed)
+        return GPTModel(TINY_CONFIG.replace(**changes)).eval()
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def dead_pid() -> int:
+    """The process id of a process that has exited (and been reaped)."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid

@@ -15,6 +15,7 @@ from llm import datasets
 from llm.datasets import (
     REGISTRY,
     ChecksumError,
+    DataError,
     DataFile,
     DataUnavailableError,
     UnknownDataFileError,
@@ -22,6 +23,7 @@ from llm.datasets import (
     gutenberg_books,
     read_text,
 )
+from llm.errors import LLMError
 
 CONTENT = b"The same bytes for everyone.\n" * 100
 
@@ -253,3 +255,63 @@ def test_a_download_shows_a_progress_bar(no_mirror, monkeypatch, server, capsys)
     fetch("file.txt")
     assert "100%" in (err := capsys.readouterr().err)
     assert f"{len(CONTENT) / 1000:.2f}k/{len(CONTENT) / 1000:.2f}k" in err  # tqdm's byte counter
+
+
+# --- misleading situations get messages that say what is wrong ---------------
+
+
+def test_a_mirror_variable_naming_a_missing_folder_is_reported(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM_DATA_DIR", str(tmp_path / "no-such-folder"))
+    with pytest.raises(DataError, match=r"LLM_DATA_DIR is set to .*no-such-folder.*does not exist"):
+        fetch("the-verdict.txt")
+
+
+def test_a_mirror_variable_naming_a_file_is_reported(tmp_path, monkeypatch):
+    (tmp_path / "data.txt").write_text("not a folder", encoding="utf-8")
+    monkeypatch.setenv("LLM_DATA_DIR", str(tmp_path / "data.txt"))
+    with pytest.raises(DataError, match=r"LLM_DATA_DIR is set to .*data.txt.*is a file"):
+        fetch("the-verdict.txt")
+
+
+def test_an_unwritable_cache_is_a_data_error_that_names_the_cache_variable(
+    no_mirror, monkeypatch, tmp_path, server
+):
+    # A cache folder below a regular file cannot be created, even by root.
+    (tmp_path / "plain-file").write_text("", encoding="utf-8")
+    monkeypatch.setenv("LLM_CACHE_DIR", str(tmp_path / "plain-file" / "cache"))
+    register(monkeypatch, "file.txt", server.url("file.txt"))
+    with pytest.raises(DataUnavailableError) as caught:
+        fetch("file.txt", progress=False)
+    message = str(caught.value)
+    assert "LLM_CACHE_DIR" in message and "file.txt" in message
+    assert server.requests == 0
+
+
+def test_a_damaged_cached_copy_without_network_is_reported_as_damaged(
+    no_mirror, monkeypatch, private_cache
+):
+    file = REGISTRY["the-verdict.txt"]
+    (private_cache / file.name).write_text("half a sto", encoding="utf-8")
+    with pytest.raises(DataUnavailableError) as caught:
+        fetch(file.name, progress=False)
+    message = str(caught.value)
+    assert "damaged" in message and "not in the cache" not in message
+    assert file.url in message
+
+
+def test_a_download_folder_left_by_a_killed_process_is_removed_on_the_next_fetch(
+    no_mirror, monkeypatch, private_cache, server, dead_pid
+):
+    stale = private_cache / f".file.txt.{dead_pid}.abc123.tmp"
+    stale.mkdir()
+    (stale / "download").write_bytes(CONTENT[:10])
+    register(monkeypatch, "file.txt", server.url("file.txt"))
+    path = fetch("file.txt", progress=False)
+    assert files_under(private_cache) == [path]
+    assert not stale.exists()
+
+
+def test_data_errors_are_llm_errors():
+    assert issubclass(DataError, LLMError)
+    assert issubclass(ChecksumError, DataError)
+    assert issubclass(UnknownDataFileError, LookupError)
