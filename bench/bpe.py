@@ -1,11 +1,12 @@
 """Byte-pair encoding: our fast trainer against the plain one and against Hugging
 Face `tokenizers` (Rust), and our GPT-2 encoder against `tiktoken` (Rust)."""
 
-import tiktoken
+import random
 
 from bench.harness import Comparison
 from llm.bpe import load_gpt2_tokenizer, train_bpe, train_bpe_plain
 from llm.datasets import gutenberg_books, read_text
+from llm.tokenizer import gpt2_tokenizer
 
 
 def book_text(n_characters: int) -> str:
@@ -41,7 +42,7 @@ def _tokenizers_trainer(text: str, vocab_size: int):
 def comparisons() -> list[Comparison]:
     small, megabyte = book_text(200_000), book_text(1_000_000)
     ours = load_gpt2_tokenizer()
-    reference = tiktoken.get_encoding("gpt2")
+    reference = gpt2_tokenizer()
     book = read_text(gutenberg_books()[10].name)
     if ours.encode_ordinary(book) != reference.encode_ordinary(book):
         raise AssertionError("our GPT-2 ids differ from tiktoken's; fix that first")
@@ -49,6 +50,15 @@ def comparisons() -> list[Comparison]:
     def encode_cold():
         ours.clear_cache()
         ours.encode_ordinary(book)
+
+    # One piece of 100,000 letters: a quadratic merge loop would take minutes.
+    long_word = "".join(random.Random(0).choices("abcdefgh", k=100_000))
+    if ours.encode_ordinary(long_word) != reference.encode_ordinary(long_word):
+        raise AssertionError("our ids for a long word differ from tiktoken's")
+
+    def encode_long_word():
+        ours.clear_cache()
+        ours.encode_ordinary(long_word)
 
     return [
         Comparison(
@@ -100,5 +110,16 @@ def comparisons() -> list[Comparison]:
             ours=lambda: ours.encode_ordinary(book),
             peer=lambda: reference.encode_ordinary(book),
             target=1 / 1.5,
+        ),
+        Comparison(
+            name="bpe: GPT-2 encode, one long word",
+            description=(
+                "one 100,000-letter word (random letters a-h), identical ids: ours "
+                "(heap-based merging, O(n log n)) vs tiktoken; target: at most 50x "
+                "slower"
+            ),
+            ours=encode_long_word,
+            peer=lambda: reference.encode_ordinary(long_word),
+            target=1 / 50,
         ),
     ]

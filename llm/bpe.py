@@ -7,10 +7,15 @@ import collections
 import heapq
 import itertools
 import json
+import numbers
 import re
 from pathlib import Path
 
 import regex
+
+from llm.errors import LLMError
+from llm.files import write_atomically
+from llm.tokenizer import gpt2_byte_characters
 
 # GPT-2's pre-tokenizer: contractions, letter runs, digit runs, other symbols,
 # whitespace. The contractions are grouped, `'(?:s|t|...)`, which matches the same
@@ -53,12 +58,12 @@ def train_bpe_plain(
     for new_id in range(256, vocab_size):
         counts = collections.Counter()
         for ids in pieces:
-            counts.update(zip(ids, ids[1:]))
+            counts.update(itertools.pairwise(ids))
         if not counts:
-            break  # every piece is a single token
-        pair = min(
-            counts, key=lambda p: (-counts[p], p)
-        )  # most frequent, then smallest
+            # Every piece is a single token: nothing is left to merge.
+            break
+        # The most frequent pair; among equally frequent ones, the smallest.
+        pair = min(counts, key=lambda p: (-counts[p], p))
         merges.append(pair)
         pieces = [merge_pair(ids, pair, new_id) for ids in pieces]
     return merges
@@ -74,10 +79,12 @@ def train_bpe(
     pieces = [list(piece.encode("utf-8")) for piece in piece_counts]
     frequencies = list(piece_counts.values())
 
-    pair_counts = collections.defaultdict(int)  # pair -> occurrences in the text
-    containing = collections.defaultdict(set)  # pair -> indices of pieces with it
+    # pair -> its occurrences in the text
+    pair_counts = collections.defaultdict(int)
+    # pair -> the indices of the pieces that contain it
+    containing = collections.defaultdict(set)
     for index, ids in enumerate(pieces):
-        for pair in zip(ids, ids[1:]):
+        for pair in itertools.pairwise(ids):
             pair_counts[pair] += frequencies[index]
             containing[pair].add(index)
     heap = [(-count, pair) for pair, count in pair_counts.items()]
@@ -87,102 +94,112 @@ def train_bpe(
     while heap and len(merges) < vocab_size - 256:
         negative_count, pair = heapq.heappop(heap)
         if pair_counts.get(pair) != -negative_count:
-            continue  # a stale entry: the pair's count has changed since
+            # A stale entry: the pair's count has changed since it was pushed.
+            continue
         new_id = 256 + len(merges)
         merges.append(pair)
-        change = collections.defaultdict(int)  # pair -> change of its count
+        # pair -> the change of its count
+        change = collections.defaultdict(int)
         for index in containing.pop(pair):
             ids, frequency = pieces[index], frequencies[index]
             merged = merge_pair(ids, pair, new_id)
             if len(merged) == len(ids):
-                continue  # the piece lost this pair in an earlier merge
-            for old in zip(ids, ids[1:]):
+                # The piece lost this pair in an earlier merge.
+                continue
+            for old in itertools.pairwise(ids):
                 change[old] -= frequency
-            for new in zip(merged, merged[1:]):
+            for new in itertools.pairwise(merged):
                 change[new] += frequency
-                if new_id in new:  # a pair that did not exist before
+                if new_id in new:
+                    # A pair that did not exist before this merge.
                     containing[new].add(index)
             pieces[index] = merged
         del pair_counts[pair]
-        change.pop(pair, None)  # gone for good: it is now a token
+        # The merged pair is gone for good: it is a token now.
+        change.pop(pair, None)
         for other, difference in change.items():
-            if difference:  # most pairs of a changed piece keep their count
+            # Most pairs of a changed piece keep their count.
+            if difference:
                 pair_counts[other] += difference
                 if pair_counts[other] > 0:
                     heapq.heappush(heap, (-pair_counts[other], other))
     return merges
 
 
-_COMMON = [(0x00, 0x17F), (0x2000, 0x214F), (0xFEFF, 0xFEFF)]  # code point ranges
+def merge_by_rank(ids: list[int], ranks: dict[tuple[int, int], int]) -> list[int]:
+    """Merge the lowest-ranked adjacent pair of `ids`, leftmost first, until no
+    pair has a rank (merge `r` creates id `256 + r`). A heap of (rank, position)
+    and a linked list of tokens make it O(n log n) for n ids."""
+    count = len(ids)
+    tokens: list[int | None] = list(ids)
+    # The token starting at position i is followed by the one at following[i]
+    # and preceded by the one at preceding[i]; count and -1 mark the ends.
+    following = list(range(1, count + 1))
+    preceding = list(range(-1, count - 1))
+    heap = []
+    for position, pair in enumerate(itertools.pairwise(tokens)):
+        rank = ranks.get(pair)
+        if rank is not None:
+            heap.append((rank, position))
+    heapq.heapify(heap)
+    while heap:
+        rank, position = heapq.heappop(heap)
+        after = following[position]
+        # Skip a stale entry: the pair at `position` has changed since the push
+        # (a merged-away position holds None, which is in no pair).
+        if after == count or ranks.get((tokens[position], tokens[after])) != rank:
+            continue
+        merged = tokens[position] = 256 + rank
+        tokens[after] = None
+        after = following[position] = following[after]
+        if after < count:
+            preceding[after] = position
+            new_rank = ranks.get((merged, tokens[after]))
+            if new_rank is not None:
+                heapq.heappush(heap, (new_rank, position))
+        before = preceding[position]
+        if before >= 0:
+            new_rank = ranks.get((tokens[before], merged))
+            if new_rank is not None:
+                heapq.heappush(heap, (new_rank, before))
+    return [token for token in tokens if token is not None]
 
 
-def _character_class(property_pattern: str) -> str:
-    """The characters of `_COMMON` that match `property_pattern` in `regex`, as
-    the body of a character class for `re`."""
-    matches = regex.compile(property_pattern).fullmatch
-    members = [
-        chr(code)
-        for first, last in _COMMON
-        for code in range(first, last + 1)
-        if matches(chr(code))
-    ]
-    return "".join(re.escape(character) for character in members)
-
-
-_L, _N, _S = (_character_class(p) for p in (r"\p{L}", r"\p{N}", r"\s"))
-# GPT2_PATTERN for text made of _COMMON characters, in the terms of `re`.
-_GPT2_COMMON = re.compile(
-    rf"""'(?:s|t|re|ve|m|ll|d)| ?[{_L}]+| ?[{_N}]+| ?[^{_S}{_L}{_N}]+"""
-    rf"""|[{_S}]+(?![^{_S}])|[{_S}]+"""
+# Distinct pieces a tokenizer remembers; the cache is emptied when it is full,
+# which bounds the memory it takes.
+CACHE_LIMIT = 1_000_000
+# Strings a pattern must split into pieces that join back to the string.
+PATTERN_PROBES = (
+    "Hello, world! It's 2024; don't   panic...",
+    " \t\n\r\n  \u00a0\u3000 ",
+    "3.14159 1,000,000 ½ ²³ Ⅻ",
+    "日本語のテキスト 中文 한국어 Ελληνικά مرحبا नमस्ते",
+    "👍🏽 👨‍👩‍👧 e\u0301 \x00\x7f\ufeff <|endoftext|>",
 )
-_UNCOMMON = re.compile(
-    "[^" + "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in _COMMON) + "]"
-)
-_GPT2 = regex.compile(GPT2_PATTERN)
-_CUT = regex.compile(r"\n(?=\S)")  # no piece crosses the end of this match
 
 
-def _cut_before(text: str, start: int, position: int) -> int:
-    """The last place to cut in `text[start:position + 1]`, or `start`."""
-    newline = text.rfind("\n", start, position)
-    while newline != -1:
-        if _CUT.match(text, newline):
-            return newline + 1
-        newline = text.rfind("\n", start, newline)
-    return start
+def _is_id(value) -> bool:
+    """Whether `value` can be a token id: an integer (not a bool, not a float)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def gpt2_pieces(text: str) -> list[str]:
-    """`regex.findall(GPT2_PATTERN, text)`, about twice as fast on text made of
-    common Latin characters, whose stretches are matched by `re`."""
-    pieces: list[str] = []
-    start, end = 0, len(text)
-    while start < end:
-        found = _UNCOMMON.search(text, start)
-        if found is None:  # common characters to the end
-            pieces += _GPT2_COMMON.findall(text, start)
-            break
-        left = _cut_before(text, start, found.start())
-        if left > start:  # a common stretch that ends at a cut
-            pieces += _GPT2_COMMON.findall(text[start:left] + "!")[:-1]
-        cut = _CUT.search(text, found.end())
-        right = cut.end() if cut else end
-        if right < end:
-            pieces += _GPT2.findall(text[left:right] + "!")[:-1]
-        else:
-            pieces += _GPT2.findall(text, left)
-        start = right
-    return pieces
-
-
-_NOT_MERGED = 1 << 62  # the rank of a pair that is not a merge
-CACHE_LIMIT = 1_000_000  # distinct pieces a tokenizer remembers
+def without_lone_surrogates(text: str) -> str:
+    """`text` with every lone surrogate (half of a UTF-16 pair, which has no
+    UTF-8 bytes) replaced by U+FFFD, and adjacent halves of a pair joined into
+    their character: what `tiktoken` does before encoding."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 class BPETokenizer:
     """A byte-level BPE tokenizer: `merges[r]` is the pair of ids that merge `r`
     joins into id `256 + r`; `byte_ids[b]` is the id of byte `b` (default: `b`);
-    `special_tokens` maps strings such as `"<|endoftext|>"` to ids after the merges.
+    `special_tokens` maps strings such as `"<|endoftext|>"` to ids after the
+    merges; `pattern` splits text into the pieces that merges never cross.
+    Arguments that cannot work are a `ValueError` naming the argument.
     """
 
     def __init__(
@@ -193,94 +210,166 @@ class BPETokenizer:
         special_tokens: dict[str, int] | None = None,
         pattern: str = GPT2_PATTERN,
     ):
-        self.byte_ids = list(range(256)) if byte_ids is None else list(byte_ids)
-        self.merges = [(int(first), int(second)) for first, second in merges]
-        self.special_tokens = dict(special_tokens or {})
+        self._split = self._checked_split(pattern)
         self.pattern = pattern
-        self._check()
+        self.byte_ids = self._checked_byte_ids(
+            list(range(256)) if byte_ids is None else list(byte_ids)
+        )
+        self.merges = self._checked_merges(list(merges))
+        self.special_tokens = self._checked_special_tokens(
+            dict(special_tokens or {}), ordinary=256 + len(self.merges)
+        )
         self.ranks = {pair: rank for rank, pair in enumerate(self.merges)}
         token_bytes = [b""] * (256 + len(self.merges))
         for byte, token_id in enumerate(self.byte_ids):
             token_bytes[token_id] = bytes([byte])
         for rank, (first, second) in enumerate(self.merges):
             token_bytes[256 + rank] = token_bytes[first] + token_bytes[second]
-        self.token_bytes = token_bytes  # id -> bytes, for ordinary tokens
+        # id -> bytes, for the ordinary (not special) tokens
+        self.token_bytes = token_bytes
         self.id_of_bytes = {data: i for i, data in enumerate(token_bytes)}
         self.special_of_id = {i: s for s, i in self.special_tokens.items()}
-        self._pieces = (
-            gpt2_pieces if pattern == GPT2_PATTERN else regex.compile(pattern).findall
-        )
-        self._cache: dict[str, list[int]] = {}  # piece -> its ids
+        # piece -> its token ids
+        self._cache: dict[str, list[int]] = {}
 
-    def clear_cache(self) -> None:
-        """Forget the encoded pieces (they are also forgotten when there are
-        more than `CACHE_LIMIT`, which bounds the memory the cache takes)."""
-        self._cache.clear()
+    @staticmethod
+    def _checked_split(pattern: str):
+        """The `findall` of `pattern`, after checking that it keeps all text."""
+        if not isinstance(pattern, str):
+            raise ValueError(f"pattern must be a string, got {pattern!r}")
+        try:
+            split = regex.compile(pattern).findall
+        except regex.error as error:
+            raise ValueError(
+                f"pattern {pattern!r} is not a valid regular expression: {error}"
+            ) from None
+        for probe in PATTERN_PROBES:
+            pieces = split(probe)
+            if not all(isinstance(piece, str) for piece in pieces) or (
+                "".join(pieces) != probe
+            ):
+                raise ValueError(
+                    f"pattern {pattern!r} loses text: it splits {probe!r} into "
+                    f"{pieces!r}. Every character must belong to a piece (use no "
+                    f"capturing groups; end with an alternative such as \\s+|\\S)"
+                )
+        return split
 
-    def _check(self) -> None:
-        """Clear errors for merges, byte ids or special tokens that cannot work."""
-        if sorted(self.byte_ids) != list(range(256)):
-            raise ValueError("byte_ids must give each of the 256 bytes an id in 0-255")
-        for rank, (first, second) in enumerate(self.merges):
+    @staticmethod
+    def _checked_byte_ids(byte_ids: list) -> list[int]:
+        if not all(map(_is_id, byte_ids)) or sorted(byte_ids) != list(range(256)):
+            raise ValueError(
+                "byte_ids must give each of the 256 bytes an id in 0-255, each id "
+                "once, as integers"
+            )
+        return [int(token_id) for token_id in byte_ids]
+
+    @staticmethod
+    def _checked_merges(merges: list) -> list[tuple[int, int]]:
+        checked = []
+        for rank, pair in enumerate(merges):
+            if not (
+                isinstance(pair, (tuple, list))
+                and len(pair) == 2
+                and all(map(_is_id, pair))
+            ):
+                raise ValueError(
+                    f"merges: merge {rank} must be a pair of integer ids, got {pair!r}"
+                )
+            first, second = int(pair[0]), int(pair[1])
             if not (0 <= first < 256 + rank and 0 <= second < 256 + rank):
                 raise ValueError(
-                    f"merge {rank} joins ids ({first}, {second}), but only ids "
-                    f"below {256 + rank} exist at that point"
+                    f"merges: merge {rank} joins ids ({first}, {second}), but only "
+                    f"ids below {256 + rank} exist at that point"
                 )
-        if len(set(self.merges)) != len(self.merges):
-            raise ValueError("the merges contain the same pair twice")
-        ordinary = 256 + len(self.merges)
-        ids = list(self.special_tokens.values())
+            checked.append((first, second))
+        if len(set(checked)) != len(checked):
+            raise ValueError("merges: the same pair occurs twice")
+        return checked
+
+    @staticmethod
+    def _checked_special_tokens(special_tokens: dict, ordinary: int) -> dict[str, int]:
+        for token, token_id in special_tokens.items():
+            if not isinstance(token, str) or not token:
+                raise ValueError(
+                    f"special_tokens: a special token must be a non-empty string, "
+                    f"got {token!r}"
+                )
+            if not _is_id(token_id):
+                raise ValueError(
+                    f"special_tokens: the id of {token!r} must be an integer, "
+                    f"got {token_id!r}"
+                )
+        ids = list(special_tokens.values())
         if len(set(ids)) != len(ids) or any(i < ordinary for i in ids):
             raise ValueError(
-                f"special tokens need distinct ids of at least {ordinary}, "
-                f"got {self.special_tokens}"
+                f"special_tokens need distinct ids of at least {ordinary}, "
+                f"got {special_tokens}"
             )
+        return {token: int(token_id) for token, token_id in special_tokens.items()}
 
     @property
     def vocab_size(self) -> int:
         return max([len(self.token_bytes) - 1, *self.special_tokens.values()]) + 1
 
-    def _encode_piece(self, piece: str) -> list[int]:
+    def clear_cache(self) -> None:
+        """Forget the encoded pieces."""
+        self._cache.clear()
+
+    def split(self, text: str) -> list[str]:
+        """The pieces of `text` under the tokenizer's pattern."""
+        if self.pattern == GPT2_PATTERN:
+            # The same pieces, faster: `split_gpt2_fast`, defined further down.
+            return split_gpt2_fast(text)
+        return self._split(text)
+
+    def encode_piece(self, piece: str) -> list[int]:
+        """The token ids of one piece: its own token if it is one, else its
+        bytes merged by rank."""
         data = piece.encode("utf-8")
         whole = self.id_of_bytes.get(data)
-        if whole is not None:  # the piece is a token of its own
+        if whole is not None:
             return [whole]
-        ids = [self.byte_ids[byte] for byte in data]
-        rank_of = self.ranks.get
-        # ranks[i] is the merge rank of the pair (ids[i], ids[i + 1])
-        ranks = list(map(rank_of, zip(ids, ids[1:]), itertools.repeat(_NOT_MERGED)))
-        while ranks:
-            rank = min(ranks)
-            if rank == _NOT_MERGED:
-                break  # no learned pair left
-            # Merge the leftmost occurrence; any others have the same, lowest,
-            # rank and follow in the next rounds, as if all were merged at once.
-            at = ranks.index(rank)
-            new_id = 256 + rank
-            ids[at : at + 2] = [new_id]
-            # Only the pairs with the new token change; the rest keep their ranks.
-            around = []
-            if at > 0:
-                around.append(rank_of((ids[at - 1], new_id), _NOT_MERGED))
-            if at + 1 < len(ids):
-                around.append(rank_of((new_id, ids[at + 1]), _NOT_MERGED))
-            ranks[max(at - 1, 0) : at + 2] = around
-        return ids
+        return merge_by_rank([self.byte_ids[byte] for byte in data], self.ranks)
 
     def encode_ordinary(self, text: str) -> list[int]:
-        """Token ids of `text`, treating special-token strings as plain text."""
-        pieces = self._pieces(text)
+        """Token ids of `text`, treating special-token strings as plain text.
+        Lone surrogates become U+FFFD first, as in `tiktoken`."""
         cache = self._cache
-        try:  # the common case: every piece seen before
-            return list(itertools.chain.from_iterable(map(cache.__getitem__, pieces)))
-        except KeyError:
-            if len(cache) > CACHE_LIMIT:
-                cache.clear()
-            for piece in dict.fromkeys(pieces):  # each distinct piece once
-                if piece not in cache:
-                    cache[piece] = self._encode_piece(piece)
-            return list(itertools.chain.from_iterable(map(cache.__getitem__, pieces)))
+        ids = []
+        for piece in self.split(without_lone_surrogates(text)):
+            piece_ids = cache.get(piece)
+            if piece_ids is None:
+                if len(cache) >= CACHE_LIMIT:
+                    cache.clear()
+                piece_ids = cache[piece] = self.encode_piece(piece)
+            ids += piece_ids
+        return ids
+
+    def _special_set(self, tokens, argument: str) -> set[str]:
+        """`tokens` ("all", or a collection of this tokenizer's special tokens)
+        as a set; anything else is a clear error naming `argument`."""
+        if isinstance(tokens, str):
+            if tokens == "all":
+                return set(self.special_tokens)
+            raise ValueError(
+                f'{argument} must be "all" or a set of special tokens such as '
+                f"{set(self.special_tokens) or {'<|endoftext|>'}}, got the string "
+                f"{tokens!r}"
+            )
+        try:
+            tokens = set(tokens)
+        except TypeError:
+            raise TypeError(
+                f'{argument} must be "all" or a set of special tokens, got {tokens!r}'
+            ) from None
+        unknown = tokens - set(self.special_tokens)
+        if unknown:
+            raise ValueError(
+                f"{argument} names {sorted(unknown, key=repr)}, which this tokenizer "
+                f"does not have; its special tokens are {sorted(self.special_tokens)}"
+            )
+        return tokens
 
     def encode(
         self,
@@ -291,24 +380,28 @@ class BPETokenizer:
     ) -> list[int]:
         """Token ids of `text`. Special tokens in `allowed_special` ("all" for every
         one) become their ids; any other special token in the text is an error,
-        unless `disallowed_special` excludes it (`()` treats them all as text)."""
-        if allowed_special == "all":
-            allowed_special = set(self.special_tokens)
+        unless `disallowed_special` excludes it (`()` treats them all as text).
+        Lone surrogates become U+FFFD, as in `tiktoken`."""
+        allowed = self._special_set(allowed_special, "allowed_special")
         if disallowed_special == "all":
-            disallowed_special = set(self.special_tokens) - set(allowed_special)
-        for token in disallowed_special:
+            disallowed = set(self.special_tokens) - allowed
+        else:
+            disallowed = self._special_set(disallowed_special, "disallowed_special")
+        for token in sorted(disallowed):
             if token in text:
                 raise ValueError(
                     f"the text contains the special token {token!r}. Pass "
                     f"allowed_special={{{token!r}}} to encode it as a special token, "
                     "or disallowed_special=() to encode it as ordinary text"
                 )
-        if not allowed_special:
+        if not allowed:
             return self.encode_ordinary(text)
-        specials = "|".join(regex.escape(token) for token in sorted(allowed_special))
+        # The longest first, so that no special token is cut short by another.
+        longest_first = sorted(allowed, key=lambda token: (-len(token), token))
+        specials = regex.compile("|".join(map(regex.escape, longest_first)))
         ids: list[int] = []
         start = 0
-        for match in regex.finditer(specials, text):
+        for match in specials.finditer(text):
             ids += self.encode_ordinary(text[start : match.start()])
             ids.append(self.special_tokens[match.group()])
             start = match.end()
@@ -336,11 +429,16 @@ class BPETokenizer:
 
 
 FORMAT, VERSION = "llm-bpe", 1
+# The JSON type of each field of a tokenizer file.
+FIELD_TYPES = {"pattern": str, "byte_ids": list, "merges": list, "special_tokens": dict}
+
+
+class TokenizerFileError(LLMError, ValueError):
+    """A tokenizer file that cannot be read, or whose contents cannot work."""
 
 
 def save_tokenizer(tokenizer: BPETokenizer, path: str | Path) -> Path:
     """Write `tokenizer` to `path` as JSON, atomically."""
-    path = Path(path)
     document = {
         "format": FORMAT,
         "version": VERSION,
@@ -349,77 +447,71 @@ def save_tokenizer(tokenizer: BPETokenizer, path: str | Path) -> Path:
         "merges": [list(pair) for pair in tokenizer.merges],
         "special_tokens": tokenizer.special_tokens,
     }
-    from llm.checkpoint import write_atomically  # the old file or the new, never half
-
-    write_atomically(
+    return write_atomically(
         path,
         lambda temporary: Path(temporary).write_text(json.dumps(document), "utf-8"),
     )
-    return path
 
 
 def load_tokenizer(path: str | Path) -> BPETokenizer:
-    """Read a tokenizer written by `save_tokenizer`; a clear error if it is not one."""
+    """Read a tokenizer written by `save_tokenizer`. A file that is not one, or
+    whose fields are malformed or cannot work together (a pattern that loses
+    text, an empty special token, a merge that is not a pair of integer ids...),
+    raises `TokenizerFileError` naming the file and the field."""
     path = Path(path)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(
+        raise TokenizerFileError(
             f"{path} is not a tokenizer file (not JSON: {error})"
         ) from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an {FORMAT} tokenizer file")
+        raise TokenizerFileError(f"{path} is not an {FORMAT} tokenizer file")
     if document.get("version") != VERSION:
-        raise ValueError(
+        raise TokenizerFileError(
             f"{path} has version {document.get('version')!r}; "
             f"this code reads version {VERSION}"
         )
-    missing = {"pattern", "byte_ids", "merges", "special_tokens"} - set(document)
+    missing = set(FIELD_TYPES) - set(document)
     if missing:
-        raise ValueError(f"{path} lacks the fields {sorted(missing)}")
-    merges = document["merges"]
-    if not all(isinstance(m, list) and len(m) == 2 for m in merges):
-        raise ValueError(f"{path}: every merge must be a pair of ids")
+        raise TokenizerFileError(f"{path} lacks the fields {sorted(missing)}")
+    for field, kind in FIELD_TYPES.items():
+        if not isinstance(document[field], kind):
+            raise TokenizerFileError(
+                f"{path}: the field {field!r} must be a JSON "
+                f"{'object' if kind is dict else kind.__name__}, "
+                f"got {document[field]!r:.60}"
+            )
     try:
         return BPETokenizer(
-            [tuple(pair) for pair in merges],
+            document["merges"],
             byte_ids=document["byte_ids"],
             special_tokens=document["special_tokens"],
             pattern=document["pattern"],
         )
     except ValueError as error:
-        raise ValueError(f"{path}: inconsistent tokenizer: {error}") from None
-
-
-def gpt2_byte_characters() -> dict[int, str]:
-    """GPT-2's printable stand-in for each byte: printable Latin-1 characters stand
-    for themselves, the other 68 bytes for U+0100, U+0101, ... in byte order."""
-    printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
-    characters, unprintable = {}, 0
-    for byte in range(256):
-        if byte in printable:
-            characters[byte] = chr(byte)
-        else:
-            characters[byte] = chr(0x100 + unprintable)
-            unprintable += 1
-    return characters
+        raise TokenizerFileError(f"{path}: {error}") from None
 
 
 def load_gpt2_tokenizer(
     encoder_path: str | Path | None = None, merges_path: str | Path | None = None
 ) -> BPETokenizer:
     """GPT-2's tokenizer from its `encoder.json` and `vocab.bpe` (fetched through
-    `llm.datasets` when no paths are given), checked for consistency."""
+    `llm.datasets` when no paths are given), checked for consistency: a problem
+    is a `TokenizerFileError` naming the file."""
     if encoder_path is None or merges_path is None:
         from llm.datasets import fetch
 
         encoder_path = encoder_path or fetch("gpt2/encoder.json")
         merges_path = merges_path or fetch("gpt2/vocab.bpe")
     encoder = json.loads(Path(encoder_path).read_text(encoding="utf-8"))
-    characters = gpt2_byte_characters()  # byte -> its printable character
+    # byte -> its printable character
+    characters = gpt2_byte_characters()
     byte_ids = [encoder.get(characters[byte]) for byte in range(256)]
     if any(i is None or not 0 <= i < 256 for i in byte_ids):
-        raise ValueError(f"{encoder_path}: the 256 single-byte tokens need ids 0-255")
+        raise TokenizerFileError(
+            f"{encoder_path}: the 256 single-byte tokens need ids 0-255"
+        )
 
     merges = []
     lines = Path(merges_path).read_text(encoding="utf-8").splitlines()
@@ -430,12 +522,12 @@ def load_gpt2_tokenizer(
             continue
         parts = line.split(" ")
         if len(parts) != 2 or parts[0] not in encoder or parts[1] not in encoder:
-            raise ValueError(
+            raise TokenizerFileError(
                 f"{merges_path} line {number}: expected two known tokens, got {line!r}"
             )
         expected = 256 + len(merges)
         if encoder.get(parts[0] + parts[1]) != expected:
-            raise ValueError(
+            raise TokenizerFileError(
                 f"{merges_path} line {number}: merge {line!r} should create id "
                 f"{expected}, but {encoder_path} gives "
                 f"{encoder.get(parts[0] + parts[1])}"
@@ -444,5 +536,79 @@ def load_gpt2_tokenizer(
     specials = {token: i for token, i in encoder.items() if i >= 256 + len(merges)}
     known = set(characters.values())
     if any(not set(token) <= known for token in encoder if token not in specials):
-        raise ValueError(f"{encoder_path}: a token uses a character outside GPT-2's")
+        raise TokenizerFileError(
+            f"{encoder_path}: a token uses a character outside GPT-2's"
+        )
     return BPETokenizer(merges, byte_ids=byte_ids, special_tokens=specials)
+
+
+# The code points of the text `split_gpt2_fast` hands to `re`: Latin-1, Latin
+# Extended-A, General Punctuation, Letterlike Symbols and the byte-order mark.
+_RE_RANGES = [(0x00, 0x17F), (0x2000, 0x214F), (0xFEFF, 0xFEFF)]
+
+
+def _re_class_body(property_pattern: str) -> str:
+    """The characters of `_RE_RANGES` that match `property_pattern` in `regex`,
+    written as the body of a character class for `re`."""
+    matches = regex.compile(property_pattern).fullmatch
+    members = [
+        chr(code)
+        for first, last in _RE_RANGES
+        for code in range(first, last + 1)
+        if matches(chr(code))
+    ]
+    return "".join(re.escape(character) for character in members)
+
+
+_LETTERS, _NUMBERS, _SPACES = map(_re_class_body, (r"\p{L}", r"\p{N}", r"\s"))
+# GPT2_PATTERN, in the terms of `re`, for text made of `_RE_RANGES` only.
+_GPT2_PATTERN_RE = re.compile(
+    rf"""'(?:s|t|re|ve|m|ll|d)| ?[{_LETTERS}]+| ?[{_NUMBERS}]+"""
+    rf"""| ?[^{_SPACES}{_LETTERS}{_NUMBERS}]+|[{_SPACES}]+(?![^{_SPACES}])"""
+    rf"""|[{_SPACES}]+"""
+)
+_RANGES_BODY = "".join(
+    f"{re.escape(chr(first))}-{re.escape(chr(last))}" for first, last in _RE_RANGES
+)
+_OUTSIDE_RE_RANGES = re.compile(f"[^{_RANGES_BODY}]")
+_GPT2_PATTERN_REGEX = regex.compile(GPT2_PATTERN)
+# No piece crosses the end of a match: a newline before a non-space character.
+_SAFE_CUT = regex.compile(r"\n(?=\S)")
+
+
+def _last_safe_cut(text: str, start: int, position: int) -> int:
+    """The last safe place to cut `text[start:position + 1]`, or `start`."""
+    newline = text.rfind("\n", start, position)
+    while newline != -1:
+        if _SAFE_CUT.match(text, newline):
+            return newline + 1
+        newline = text.rfind("\n", start, newline)
+    return start
+
+
+def split_gpt2_fast(text: str) -> list[str]:
+    """`regex.findall(GPT2_PATTERN, text)`, about twice as fast on text made of
+    common Latin characters: stretches of such text, cut where no piece can
+    cross, are split by `re`, and only the rest by `regex`."""
+    pieces: list[str] = []
+    start, end = 0, len(text)
+    while start < end:
+        found = _OUTSIDE_RE_RANGES.search(text, start)
+        if found is None:
+            # Characters that `re` handles, to the end of the text.
+            pieces += _GPT2_PATTERN_RE.findall(text, start)
+            break
+        left = _last_safe_cut(text, start, found.start())
+        if left > start:
+            # A stretch for `re` that ends at a safe cut. Whitespace at the end
+            # of a string splits differently, so a "!" stands in for the text
+            # that follows, and its piece is dropped.
+            pieces += _GPT2_PATTERN_RE.findall(text[start:left] + "!")[:-1]
+        cut = _SAFE_CUT.search(text, found.end())
+        right = cut.end() if cut else end
+        if right < end:
+            pieces += _GPT2_PATTERN_REGEX.findall(text[left:right] + "!")[:-1]
+        else:
+            pieces += _GPT2_PATTERN_REGEX.findall(text, left)
+        start = right
+    return pieces

@@ -21,7 +21,7 @@ class SlidingWindowDataset(Dataset):
         for name, value in (("context_length", context_length), ("stride", stride)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        tokens = torch.as_tensor(token_ids, dtype=torch.long)
+        tokens = torch.as_tensor(token_ids)
         if tokens.ndim != 1:
             raise ValueError(
                 f"token_ids must be one sequence (1-D), got shape {tuple(tokens.shape)}"
@@ -32,13 +32,25 @@ class SlidingWindowDataset(Dataset):
                 f"context_length + 1 = {context_length + 1} (inputs plus the shifted "
                 f"target); use more text or a smaller context_length"
             )
-        self.tokens = tokens  # (N,)
-        self.inputs = tokens[:-1].unfold(
-            0, context_length, stride
-        )  # (num_windows, context_length)
-        self.targets = tokens[1:].unfold(
-            0, context_length, stride
-        )  # same shape, shifted by one
+        fractional = tokens.is_floating_point() or tokens.is_complex()
+        if fractional or tokens.dtype == torch.bool:
+            raise ValueError(
+                f"token ids must be integers, got {tokens.dtype}; convert them with "
+                f".long() only if every value is a whole number"
+            )
+        # (N,), without a copy when the ids already are a tensor of int64
+        tokens = tokens.to(torch.long)
+        if tokens.min() < 0:
+            position = int(torch.nonzero(tokens < 0)[0])
+            raise ValueError(
+                f"token ids must not be negative, got {int(tokens[position])} at "
+                f"position {position}"
+            )
+        self.tokens = tokens
+        # (num_windows, context_length): window i starts at token i * stride
+        self.inputs = tokens[:-1].unfold(0, context_length, stride)
+        # the same shape, shifted one token to the right
+        self.targets = tokens[1:].unfold(0, context_length, stride)
         self.context_length, self.stride = context_length, stride
 
     def __len__(self) -> int:

@@ -8,6 +8,7 @@ import json
 import re
 
 import tiktoken
+from tiktoken_ext import openai_public
 
 from llm.datasets import read_text
 
@@ -105,49 +106,36 @@ class SimpleTokenizer:
         return re.sub(r" ([,.:;?!)])", r"\1", text)
 
 
-# GPT-2's pre-tokenization pattern: contractions, letters, digits, other symbols
-# (each optionally after one space), and whitespace. BPE merges never cross pieces.
-GPT2_PATTERN = (
-    r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-)
-
-
-def gpt2_byte_order() -> list[int]:
-    """The 256 byte values in the order of GPT-2's first 256 token ids."""
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
-    return printable + [byte for byte in range(256) if byte not in printable]
-
-
-def gpt2_byte_decoder() -> dict[str, int]:
-    """Map the characters GPT-2's vocabulary files use for bytes back to the bytes."""
-    order = gpt2_byte_order()
-    stand_ins = order[:188] + [
-        256 + i for i in range(68)
-    ]  # printable bytes stand for themselves
-    return {chr(code): byte for code, byte in zip(stand_ins, order)}
+def gpt2_byte_characters() -> dict[int, str]:
+    """GPT-2's printable stand-in for each byte: printable Latin-1 characters stand
+    for themselves, the other 68 bytes for U+0100, U+0101, ... in byte order."""
+    printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    characters, unprintable = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            characters[byte] = chr(byte)
+        else:
+            characters[byte] = chr(0x100 + unprintable)
+            unprintable += 1
+    return characters
 
 
 @functools.cache
 def gpt2_tokenizer() -> tiktoken.Encoding:
-    """GPT-2's byte-pair encoding as a `tiktoken.Encoding` (ids identical to OpenAI's).
-
-    Built from the registered files `gpt2/vocab.bpe` and `gpt2/encoder.json`, so it
-    works offline when they are in the mirror folder (`LLM_DATA_DIR`) or the cache.
-    """
-    to_byte = gpt2_byte_decoder()
-    ranks = {bytes([byte]): rank for rank, byte in enumerate(gpt2_byte_order())}
-    merges = read_text("gpt2/vocab.bpe").splitlines()[1:]  # line 1 is a version comment
-    for line in filter(None, merges):
-        first, second = line.split()
-        ranks[bytes(to_byte[c] for c in first + second)] = len(ranks)
-    end_of_text_id = json.loads(read_text("gpt2/encoder.json"))[END_OF_TEXT]
+    """GPT-2's byte-pair encoding as a `tiktoken.Encoding`, identical to
+    `tiktoken.get_encoding("gpt2")`: tiktoken's own pattern and special token,
+    and the ranks of the registered file `gpt2/encoder.json`, read through
+    `llm.datasets`, so it works offline with the mirror folder (`LLM_DATA_DIR`)."""
+    byte_of = {character: byte for byte, character in gpt2_byte_characters().items()}
+    encoder = json.loads(read_text("gpt2/encoder.json"))
+    end_of_text_id = encoder.pop(END_OF_TEXT)
+    ranks = {
+        bytes(byte_of[character] for character in token): token_id
+        for token, token_id in encoder.items()
+    }
     return tiktoken.Encoding(
         name="gpt2",
-        pat_str=GPT2_PATTERN,
+        pat_str=openai_public.r50k_pat_str,
         mergeable_ranks=ranks,
         special_tokens={END_OF_TEXT: end_of_text_id},
         explicit_n_vocab=len(ranks) + 1,

@@ -42,8 +42,15 @@ def test_items_are_views_of_one_token_tensor_not_copies():
     dataset = SlidingWindowDataset(torch.arange(1000), context_length=64, stride=1)
     base = storage(dataset.tokens)
     x, y = dataset[500]
-    assert storage(dataset.inputs) == storage(dataset.targets) == storage(x) == storage(y) == base
-    assert dataset.inputs.untyped_storage().nbytes() == 1000 * 8  # one int64 per token, whatever the stride
+    assert (
+        storage(dataset.inputs)
+        == storage(dataset.targets)
+        == storage(x)
+        == storage(y)
+        == base
+    )
+    # one int64 per token, whatever the stride
+    assert dataset.inputs.untyped_storage().nbytes() == 1000 * 8
 
 
 def test_a_long_tensor_of_ids_is_used_without_a_copy():
@@ -52,7 +59,10 @@ def test_a_long_tensor_of_ids_is_used_without_a_copy():
 
 
 def test_text_shorter_than_one_window_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"the text has 4 tokens, but one window needs context_length \+ 1 = 5"):
+    with pytest.raises(
+        ValueError,
+        match=r"the text has 4 tokens, but one window needs context_length \+ 1 = 5",
+    ):
         SlidingWindowDataset([1, 2, 3, 4], context_length=4, stride=1)
 
 
@@ -60,18 +70,54 @@ def test_text_shorter_than_one_window_is_a_clear_error():
 @pytest.mark.parametrize("value", [0, -3, 1.5])
 def test_window_and_stride_must_be_positive_integers(name, value):
     arguments = {"context_length": 4, "stride": 2, name: value}
-    with pytest.raises(ValueError, match=f"{name} must be a positive integer, got {value!r}"):
+    with pytest.raises(
+        ValueError, match=f"{name} must be a positive integer, got {value!r}"
+    ):
         SlidingWindowDataset(list(range(20)), **arguments)
 
 
 def test_token_ids_must_be_one_sequence():
     with pytest.raises(ValueError, match=r"1-D\), got shape \(2, 10\)"):
-        SlidingWindowDataset(torch.zeros(2, 10, dtype=torch.long), context_length=4, stride=1)
+        SlidingWindowDataset(
+            torch.zeros(2, 10, dtype=torch.long), context_length=4, stride=1
+        )
+
+
+@pytest.mark.parametrize(
+    "token_ids",
+    [
+        [1.0, 2.0, 3.0, 4.0, 5.0],
+        [1.7, 2.2, 3.9, 4.0, 5.5],
+        torch.arange(5.0),
+        [True] * 5,
+    ],
+    ids=["whole floats", "fractions", "float tensor", "booleans"],
+)
+def test_token_ids_that_are_not_integers_are_a_clear_error(token_ids):
+    with pytest.raises(ValueError, match="token ids must be integers, got torch"):
+        SlidingWindowDataset(token_ids, context_length=2, stride=1)
+
+
+def test_negative_token_ids_are_a_clear_error_naming_the_first_one():
+    message = "token ids must not be negative, got -7 at position 3"
+    with pytest.raises(ValueError, match=message):
+        SlidingWindowDataset([4, 5, 6, -7, 8, -1], context_length=2, stride=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32, torch.uint16])
+def test_integer_ids_of_any_width_are_accepted_as_int64(dtype):
+    dataset = SlidingWindowDataset(
+        torch.arange(6).to(dtype), context_length=2, stride=2
+    )
+    assert dataset.tokens.dtype == torch.long
+    assert dataset[1][0].tolist() == [2, 3] and dataset[1][1].tolist() == [3, 4]
 
 
 def test_dataloader_batches_have_the_requested_shape_and_drop_the_rest(mirror):
     text = read_text("the-verdict.txt")
-    loader = create_dataloader(text, batch_size=8, context_length=4, stride=4, shuffle=False)
+    loader = create_dataloader(
+        text, batch_size=8, context_length=4, stride=4, shuffle=False
+    )
     inputs, targets = next(iter(loader))
     assert inputs.shape == targets.shape == (8, 4)
     assert inputs[0].tolist() == [40, 367, 2885, 1464]
@@ -80,8 +126,13 @@ def test_dataloader_batches_have_the_requested_shape_and_drop_the_rest(mirror):
 
 
 def test_dataloader_allows_end_of_text_between_documents(mirror):
-    loader = create_dataloader("one <|endoftext|> two three four", batch_size=1, context_length=2, stride=1,
-                               shuffle=False)
+    loader = create_dataloader(
+        "one <|endoftext|> two three four",
+        batch_size=1,
+        context_length=2,
+        stride=1,
+        shuffle=False,
+    )
     assert loader.dataset.tokens.tolist() == [505, 220, 50256, 734, 1115, 1440]
 
 
@@ -89,7 +140,13 @@ def test_dataloader_shuffling_is_reproducible_with_a_seed(mirror):
     text = " ".join(str(i) for i in range(300))
 
     def first_batch(seed):
-        return next(iter(create_dataloader(text, batch_size=4, context_length=8, stride=8, seed=seed)))[0]
+        return next(
+            iter(
+                create_dataloader(
+                    text, batch_size=4, context_length=8, stride=8, seed=seed
+                )
+            )
+        )[0]
 
     assert torch.equal(first_batch(1), first_batch(1))
     assert not torch.equal(first_batch(1), first_batch(2))
@@ -98,6 +155,16 @@ def test_dataloader_shuffling_is_reproducible_with_a_seed(mirror):
 def test_dataloader_accepts_another_tokenizer():
     text = "a b c d e f g h"
     tokenizer = SimpleTokenizer(build_vocab(text))
-    loader = create_dataloader(text, tokenizer=tokenizer, batch_size=2, context_length=3, stride=2, shuffle=False)
+    loader = create_dataloader(
+        text,
+        tokenizer=tokenizer,
+        batch_size=2,
+        context_length=3,
+        stride=2,
+        shuffle=False,
+    )
     inputs, targets = next(iter(loader))
-    assert inputs.tolist() == [[0, 1, 2], [2, 3, 4]] and targets.tolist() == [[1, 2, 3], [3, 4, 5]]
+    assert inputs.tolist() == [[0, 1, 2], [2, 3, 4]] and targets.tolist() == [
+        [1, 2, 3],
+        [3, 4, 5],
+    ]
