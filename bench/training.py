@@ -12,10 +12,11 @@ from bench.harness import Comparison
 from bench.models import gpt2_small, hf_gpt2_small
 from llm.data import SlidingWindowDataset
 from llm.model import flops_per_token
-from llm.train import TrainLog, make_optimizer, train
+from llm.train import TrainLog, TrainSettings, make_optimizer, train
 
 BATCH, TOKENS = 2, 256
-STEPS = 2  # training steps per timed call of `train`
+# Training steps per timed call of `train`
+STEPS = 2
 
 
 def _training_step(logits_of, model, inputs, targets):
@@ -49,20 +50,25 @@ def _train_calls(data: SlidingWindowDataset, **options):
     _, model = gpt2_small(TOKENS)
     optimizer = make_optimizer(model, lr=1e-4)
     log = TrainLog()
+    # Only the final evaluation of each call, on one batch
+    settings = TrainSettings(
+        max_steps=STEPS,
+        batch_size=BATCH,
+        eval_every=10**9,
+        eval_batches=1,
+        lr=1e-4,
+        **options,
+    )
 
     def more_steps():
         train(
             model,
-            optimizer,
             data,
             data,
-            max_steps=log.step + STEPS,
-            batch_size=BATCH,
-            eval_every=10**9,  # only the final evaluation, on one batch
-            eval_batches=1,
+            settings.replace(max_steps=log.step + STEPS),
+            optimizer=optimizer,
             log=log,
             on_eval=None,
-            **options,
         )
 
     return more_steps

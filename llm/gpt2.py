@@ -34,7 +34,8 @@ def _our_name(key: str) -> tuple[str, bool] | None:
     }
     if key in simple:
         return simple[key], False
-    parts = key.split(".")  # h, i, module..., weight/bias
+    # h, i, module..., weight/bias
+    parts = key.split(".")
     if parts[0] != "h" or len(parts) < 4:
         return None
     block, inner = f"blocks.{parts[1]}", ".".join(parts[2:-1])
@@ -46,8 +47,9 @@ def _our_name(key: str) -> tuple[str, bool] | None:
         "mlp.c_fc": "ff.up",
         "mlp.c_proj": "ff.down",
     }
+    # Other names, e.g. the causal-mask buffer "attn.bias" of older files
     if inner not in modules:
-        return None  # e.g. the causal-mask buffer "attn.bias" of older files
+        return None
     transposed = parts[-1] == "weight" and inner.startswith(("attn", "mlp"))
     return f"{block}.{modules[inner]}.{parts[-1]}", transposed
 
@@ -55,6 +57,17 @@ def _our_name(key: str) -> tuple[str, bool] | None:
 def load_gpt2_weights(model: GPTModel, gpt2_state: dict[str, torch.Tensor]) -> None:
     """Copy a GPT-2 state dict (OpenAI/Hugging Face names) into `model`."""
     ours = model.state_dict()
+    blocks = {
+        key.removeprefix("transformer.").split(".")[1]
+        for key in gpt2_state
+        if key.removeprefix("transformer.").startswith("h.")
+    }
+    if len(blocks) != model.cfg.n_layers:
+        raise CheckpointError(
+            f"the GPT-2 checkpoint has {len(blocks)} transformer blocks, the model "
+            f"{model.cfg.n_layers}; build the model with n_layers={len(blocks)} "
+            "(is the configuration the right GPT-2 size?)"
+        )
     converted = {}
     for key, tensor in gpt2_state.items():
         mapped = _our_name(key)
@@ -67,15 +80,20 @@ def load_gpt2_weights(model: GPTModel, gpt2_state: dict[str, torch.Tensor]) -> N
                     f"the checkpoint has a query/key/value bias ({key}); build the "
                     f"model with qkv_bias=True to load it"
                 )
-            continue  # an all-zero bias is the same as none
+            # An all-zero bias is the same as none
+            continue
         converted[name] = tensor.T if transposed else tensor
-    converted.setdefault(
-        "out_head.weight", converted.get("tok_emb.weight")
-    )  # tied head
+    # GPT-2 ties its output head to the token embedding
+    converted.setdefault("out_head.weight", converted.get("tok_emb.weight"))
     missing = sorted(name for name in ours if converted.get(name) is None)
     if missing:
         raise CheckpointError(
             f"the GPT-2 checkpoint lacks {len(missing)} tensors: {missing[:4]}"
+        )
+    unexpected = sorted(name for name in converted if name not in ours)
+    if unexpected:
+        raise CheckpointError(
+            f"the GPT-2 checkpoint has tensors the model lacks: {unexpected[:4]}"
         )
     for name, tensor in converted.items():
         if tensor.shape != ours[name].shape:
@@ -96,8 +114,10 @@ def load_gpt2_file(path: Path | str, cfg: GPTConfig) -> GPTModel:
 
 def gpt2_model(name: str = "gpt2") -> GPTModel:
     """Download (once) one of OpenAI's GPT-2 models from the Hugging Face Hub."""
-    from huggingface_hub import hf_hub_download  # only needed online
+    # Only needed online
+    from huggingface_hub import hf_hub_download
 
-    cfg = gpt2_config(name)  # validates the name first
+    # Checks the name before anything is downloaded
+    cfg = gpt2_config(name)
     path = hf_hub_download(GPT2_REPOSITORIES[name], "model.safetensors")
     return load_gpt2_file(path, cfg)

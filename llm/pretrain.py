@@ -12,27 +12,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llm.checkpoint import load_model, save_checkpoint, write_atomically
+from llm.checkpoint import load_model, save_checkpoint
 from llm.data import SlidingWindowDataset
 from llm.datasets import cache_dir, gutenberg_books, read_text
+from llm.files import write_atomically
 from llm.model import GPTConfig, GPTModel
 from llm.tokenizer import gpt2_tokenizer
-from llm.train import (
-    TrainLog,
-    cosine_schedule,
-    default_device,
-    make_optimizer,
-    print_progress,
-    train,
-)
+from llm.train import TrainSettings, default_device, print_progress, train
 
 # "*** START OF THE PROJECT GUTENBERG EBOOK ..." and its variants, maybe indented
 _MARKER = r"^[ \t]*\*\*\* ?{} OF (?:THE|THIS) PROJECT GUTENBERG EBOOK"
 _START = re.compile(_MARKER.format("START") + ".*$", re.I | re.M)
 _END = re.compile(_MARKER.format("END"), re.I | re.M)
-_FOOTER = re.compile(
-    r"^End of (?:the |this )?Project Gutenberg", re.I | re.M
-)  # older files
+# Older files end the book with such a line
+_FOOTER = re.compile(r"^End of (?:the |this )?Project Gutenberg", re.I | re.M)
 
 
 def clean_gutenberg(text: str) -> str:
@@ -44,10 +37,12 @@ def clean_gutenberg(text: str) -> str:
             "no '*** START OF ...' and '*** END OF ...' Project Gutenberg markers found"
         )
     book = text[start.end() : end.start()]
-    footer = _FOOTER.search(book)  # "End of the Project Gutenberg EBook of ..."
+    # "End of the Project Gutenberg EBook of ..."
+    footer = _FOOTER.search(book)
     book = book[: footer.start() if footer else None].strip()
-    book = re.sub(r"(?<!\n)\n(?!\n)", " ", book)  # undo the hard line wrapping
-    return re.sub(r"\n{3,}", "\n\n", book) + "\n"  # at most one empty line
+    # Undo the hard line wrapping, then keep at most one empty line
+    book = re.sub(r"(?<!\n)\n(?!\n)", " ", book)
+    return re.sub(r"\n{3,}", "\n\n", book) + "\n"
 
 
 def validation_books() -> list[str]:
@@ -67,7 +62,8 @@ def gutenberg_token_ids() -> tuple[torch.Tensor, torch.Tensor]:
         parts = {"train": [], "validation": []}
         for name in names:
             ids = tokenizer.encode_ordinary(clean_gutenberg(read_text(name)))
-            ids.append(tokenizer.eot_token)  # <|endoftext|> after every book
+            # <|endoftext|> after every book
+            ids.append(tokenizer.eot_token)
             parts["validation" if name in held_out else "train"].extend(ids)
         arrays = {part: np.array(ids, dtype=np.uint16) for part, ids in parts.items()}
 
@@ -93,23 +89,25 @@ BASE_MODEL_CONFIG = GPTConfig(
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class BaseTraining:
-    """How the base model is trained; part of the cache key of the trained model."""
+# How the base model is trained: with BASE_MODEL_CONFIG, the recipe of the model
+BASE_TRAINING = TrainSettings(
+    max_steps=200,
+    batch_size=16,
+    eval_every=50,
+    eval_batches=8,
+    lr=2e-3,
+    weight_decay=0.1,
+    schedule="cosine",
+    warmup_steps=20,
+    min_lr_ratio=0.1,
+    max_grad_norm=1.0,
+    seed=123,
+)
 
-    max_steps: int = 200
-    batch_size: int = 16
-    lr: float = 2e-3
-    weight_decay: float = 0.1
-    warmup_steps: int = 20
-    max_grad_norm: float = 1.0
-    eval_every: int = 50
-    eval_batches: int = 8
-    seed: int = 123
 
-
-def base_model_path(settings: BaseTraining = BaseTraining()) -> Path:
-    """Where the trained base model is cached; the name changes with the recipe."""
+def base_model_path(settings: TrainSettings = BASE_TRAINING) -> Path:
+    """Where the trained base model is cached; the name changes with the recipe
+    (the model's configuration and the training settings)."""
     recipe = json.dumps(
         [dataclasses.asdict(BASE_MODEL_CONFIG), dataclasses.asdict(settings)]
     )
@@ -118,7 +116,7 @@ def base_model_path(settings: BaseTraining = BaseTraining()) -> Path:
 
 
 def train_base_model(
-    settings: BaseTraining = BaseTraining(), device=None, on_eval=print_progress
+    settings: TrainSettings = BASE_TRAINING, device=None, on_eval=print_progress
 ):
     """Pretrain the base model from scratch on the Gutenberg books; cache and return it.
 
@@ -130,30 +128,19 @@ def train_base_model(
     context = BASE_MODEL_CONFIG.context_length
     train_data = SlidingWindowDataset(train_ids, context, stride=context)
     val_data = SlidingWindowDataset(val_ids, context, stride=context)
-    torch.manual_seed(settings.seed)
-    model = GPTModel(BASE_MODEL_CONFIG)
-    model.init_gpt2_weights()  # measured: a lower loss than the defaults in this budget
+    # The initial weights come from the seed, without changing the caller's state
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        model = GPTModel(BASE_MODEL_CONFIG)
+        # Measured: a lower loss than PyTorch's defaults within this budget
+        model.init_gpt2_weights()
     model.to(device)
-    optimizer = make_optimizer(model, settings.lr, settings.weight_decay)
-    log = train(
-        model,
-        optimizer,
-        train_data,
-        val_data,
-        max_steps=settings.max_steps,
-        batch_size=settings.batch_size,
-        eval_every=settings.eval_every,
-        eval_batches=settings.eval_batches,
-        seed=settings.seed,
-        max_grad_norm=settings.max_grad_norm,
-        lr_schedule=cosine_schedule(settings.warmup_steps, settings.max_steps),
-        on_eval=on_eval,
-    )
-    save_checkpoint(base_model_path(settings), model, log=TrainLog(step=log.step))
+    log = train(model, train_data, val_data, settings, on_eval=on_eval)
+    save_checkpoint(model, base_model_path(settings), state=log.to_dict())
     return model.eval(), log
 
 
-def base_model(device=None, settings: BaseTraining = BaseTraining()) -> GPTModel:
+def base_model(device=None, settings: TrainSettings = BASE_TRAINING) -> GPTModel:
     """The book's pretrained base model: loaded from the cache, or trained (about ten
     minutes on a laptop CPU, a minute or less on a GPU) and cached on first use."""
     path = base_model_path(settings)

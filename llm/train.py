@@ -6,10 +6,11 @@
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 from llm.data import SlidingWindowDataset
 from llm.tokenizer import END_OF_TEXT
@@ -36,16 +37,72 @@ def default_device() -> torch.device:
 
 
 def batch_loss(model, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of the next-token predictions for one batch."""
-    logits = model(inputs)  # (batch, tokens, vocab_size)
-    # .float(): under bf16 autocast the logits are bf16; the loss is computed in fp32
+    """Mean cross-entropy of the next-token predictions for one batch.
+
+    Positions whose target is -100 do not count (`cross_entropy`'s default
+    `ignore_index`), so a data set can leave out padding or a prompt.
+    """
+    # (batch, tokens, vocab_size)
+    logits = model(inputs)
+    # .float(): under bf16 autocast the logits are bf16; the loss is taken in fp32
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
 
+def get_batch(
+    data: Dataset, rows: slice | torch.Tensor, collate: Callable | None = None
+) -> tuple[torch.Tensor, ...]:
+    """Rows `rows` of `data` as one batch: a tuple of tensors, batch dimension first.
+
+    A `SlidingWindowDataset` is sliced directly. Otherwise `collate(items)` builds
+    the batch if it is given; if not, every item must be a tuple of tensors, and
+    the tensors in each position, all of one shape, are stacked.
+    """
+    if collate is None and isinstance(data, SlidingWindowDataset):
+        return data.inputs[rows], data.targets[rows]
+    if isinstance(rows, slice):
+        indices = range(len(data))[rows]
+    else:
+        indices = rows.tolist()
+    items = [data[index] for index in indices]
+    if collate is not None:
+        return tuple(collate(items))
+    if not all(isinstance(item, (tuple, list)) for item in items):
+        raise ValueError(
+            "items of this data set are not tuples of tensors; pass collate= to "
+            "say how a list of items becomes a batch"
+        )
+    try:
+        return tuple(torch.stack(column) for column in zip(*items, strict=True))
+    except (TypeError, RuntimeError, ValueError) as error:
+        raise ValueError(
+            "the items of this data set cannot be stacked into a batch (they need "
+            f"tensors of one shape); pass collate= to pad them ({error})"
+        ) from error
+
+
+def _check_count(name: str, value, *, allow_zero: bool = False) -> None:
+    """ValueError unless `value` is an int >= 1 (>= 0 with `allow_zero`)."""
+    smallest = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
+        raise ValueError(f"{name} must be an integer >= {smallest}, got {value!r}")
+
+
 def evaluate(
-    model, data: SlidingWindowDataset, batch_size: int, max_batches: int | None = None
+    model,
+    data: Dataset,
+    batch_size: int,
+    max_batches: int | None = None,
+    *,
+    loss_fn: Callable[..., torch.Tensor] = batch_loss,
+    collate: Callable | None = None,
 ) -> float:
-    """Mean loss over the first `max_batches` batches of `data`, in eval mode."""
+    """Mean of `loss_fn(model, *batch)` over the first `max_batches` batches of
+    `data` (all of them if None), in eval mode; the mode is restored after."""
+    _check_count("batch_size", batch_size)
+    if max_batches is not None:
+        _check_count("max_batches", max_batches)
+    if len(data) == 0:
+        raise ValueError("the data set is empty: there is no loss to measure")
     device = next(model.parameters()).device
     n_batches = math.ceil(len(data) / batch_size)
     if max_batches is not None:
@@ -56,15 +113,19 @@ def evaluate(
     with torch.inference_mode():
         for i in range(n_batches):
             rows = slice(i * batch_size, (i + 1) * batch_size)
-            inputs = data.inputs[rows].to(device)
-            targets = data.targets[rows].to(device)
-            total += batch_loss(model, inputs, targets)
+            batch = get_batch(data, rows, collate)
+            total += loss_fn(model, *(tensor.to(device) for tensor in batch))
     model.train(was_training)
-    return (total / n_batches).item()  # one host-device sync for the whole evaluation
+    # One host-device synchronisation for the whole evaluation
+    return (total / n_batches).item()
 
 
 def make_optimizer(model, lr: float, weight_decay: float = 0.1) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices and embeddings only, fused if possible."""
+    """AdamW with weight decay on matrices and embeddings only, fused if possible.
+
+    Only parameters with `requires_grad` are trained, so freezing part of a model
+    (as chapter 6 does) leaves it out of the optimizer.
+    """
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [
@@ -73,7 +134,8 @@ def make_optimizer(model, lr: float, weight_decay: float = 0.1) -> torch.optim.A
     ]
     try:
         return torch.optim.AdamW(groups, lr=lr, fused=True)
-    except (RuntimeError, TypeError):  # no fused kernel for this device or version
+    # No fused kernel for this device or PyTorch version
+    except (RuntimeError, TypeError):
         return torch.optim.AdamW(groups, lr=lr)
 
 
@@ -89,9 +151,92 @@ def cosine_schedule(warmup_steps: int, total_steps: int, min_ratio: float = 0.1)
     return multiplier
 
 
+PRECISIONS = ("fp32", "bf16")
+SCHEDULES = ("constant", "cosine")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """How to train: everything `train` needs besides the model and the data.
+
+    `lr` is the peak learning rate; the rate of step s is
+    `lr * lr_multiplier(s)`, for every parameter group. `weight_decay` is used
+    when `train` makes the optimizer. `eval_batches` batches of each data set are
+    evaluated every `eval_every` steps and after the last one. `seed` fixes the
+    order of the batches and the dropout masks.
+    """
+
+    max_steps: int
+    batch_size: int
+    eval_every: int
+    eval_batches: int = 5
+    lr: float = 4e-4
+    weight_decay: float = 0.1
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1
+    max_grad_norm: float | None = None
+    precision: str = "fp32"
+    compile_model: bool = False
+    seed: int = 123
+
+    def __post_init__(self):
+        for name in ("max_steps", "batch_size", "eval_every", "eval_batches"):
+            _check_count(name, getattr(self, name))
+        _check_count("warmup_steps", self.warmup_steps, allow_zero=True)
+        _check_count("seed", self.seed, allow_zero=True)
+        if not _is_number(self.lr) or not 0 < self.lr < math.inf:
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not _is_number(self.weight_decay) or not 0 <= self.weight_decay < math.inf:
+            raise ValueError(
+                f"weight_decay must be a number >= 0, got {self.weight_decay!r}"
+            )
+        if not _is_number(self.min_lr_ratio) or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(
+                f"min_lr_ratio must be a number in [0, 1], got {self.min_lr_ratio!r}"
+            )
+        norm = self.max_grad_norm
+        if norm is not None and (not _is_number(norm) or not 0 < norm < math.inf):
+            raise ValueError(
+                f"max_grad_norm must be a positive number or None, got {norm!r}"
+            )
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {PRECISIONS}, got {self.precision!r}"
+            )
+        if not isinstance(self.compile_model, bool):
+            raise ValueError(
+                f"compile_model must be True or False, got {self.compile_model!r}"
+            )
+
+    def lr_multiplier(self, step: int) -> float:
+        """The factor by which `lr` is scaled at `step` (counted from 0)."""
+        if self.schedule == "cosine":
+            schedule = cosine_schedule(
+                self.warmup_steps, self.max_steps, self.min_lr_ratio
+            )
+            return schedule(step)
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        return 1.0
+
+    def replace(self, **changes) -> "TrainSettings":
+        """A copy with some fields changed (and checked again)."""
+        return dataclasses.replace(self, **changes)
+
+
 @dataclasses.dataclass
 class TrainLog:
-    """Progress of a training run: the step counter and the measured losses."""
+    """Progress of a training run: the step counter, the measured losses, and the
+    state of the random-number generator after the last step."""
 
     step: int = 0
     tokens_seen: int = 0
@@ -99,6 +244,49 @@ class TrainLog:
     tokens: list[int] = dataclasses.field(default_factory=list)
     train_losses: list[float] = dataclasses.field(default_factory=list)
     val_losses: list[float] = dataclasses.field(default_factory=list)
+    # Generator states by device type ("cpu", "cuda", ...), as lists of bytes
+    rng_state: dict[str, list[int]] = dataclasses.field(
+        default_factory=dict, repr=False
+    )
+
+    def to_dict(self) -> dict:
+        """The log as plain data: numbers, lists and a dict, as JSON can hold."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainLog":
+        """The log that `to_dict` returned; ValueError if `data` is not one."""
+        fields = [field.name for field in dataclasses.fields(cls)]
+        if not isinstance(data, dict) or not set(data) <= set(fields):
+            found = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"not a training log: expected {fields}, got {found}")
+        counts = [data.get("step", 0), data.get("tokens_seen", 0)]
+        series = [data.get(name, []) for name in ("steps", "tokens")]
+        losses = [data.get(name, []) for name in ("train_losses", "val_losses")]
+        rng_state = data.get("rng_state", {})
+        valid = (
+            all(isinstance(n, int) and not isinstance(n, bool) for n in counts)
+            and all(isinstance(s, list) and all(map(_is_whole, s)) for s in series)
+            and all(isinstance(s, list) and all(map(_is_number, s)) for s in losses)
+            and isinstance(rng_state, dict)
+            and all(
+                isinstance(state, list) and all(map(_is_byte, state))
+                for state in rng_state.values()
+            )
+        )
+        if not valid:
+            raise ValueError(
+                f"not a training log: a field has the wrong type ({str(data)[:200]})"
+            )
+        return cls(**data)
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_byte(value) -> bool:
+    return _is_whole(value) and 0 <= value < 256
 
 
 def print_progress(model, log: TrainLog, tokens_per_second: float) -> None:
@@ -110,87 +298,138 @@ def print_progress(model, log: TrainLog, tokens_per_second: float) -> None:
     )
 
 
-PRECISIONS = ("fp32", "bf16")
-
-
-def batch_rows(step: int, n_windows: int, batch_size: int, seed: int) -> torch.Tensor:
-    """Which windows form the batch of `step`: a fresh permutation every epoch."""
-    batches_per_epoch = n_windows // batch_size
+def batch_rows(step: int, n_items: int, batch_size: int, seed: int) -> torch.Tensor:
+    """Which items form the batch of `step`: a fresh permutation every epoch."""
+    batches_per_epoch = n_items // batch_size
     if batches_per_epoch == 0:
         raise ValueError(
-            f"{n_windows} windows are fewer than one batch of {batch_size}"
+            f"the training data has {n_items} items, fewer than one batch of "
+            f"{batch_size}"
         )
     epoch, position = divmod(step, batches_per_epoch)
     order = torch.randperm(
-        n_windows, generator=torch.Generator().manual_seed(seed + epoch)
+        n_items, generator=torch.Generator().manual_seed(seed + epoch)
     )
     return order[position * batch_size : (position + 1) * batch_size]
 
 
+def _rng_state(device: torch.device) -> dict[str, list[int]]:
+    """The global random-number generator states that training on `device` uses."""
+    state = {"cpu": torch.get_rng_state().tolist()}
+    if device.type != "cpu":
+        module = torch.get_device_module(device.type)
+        state[device.type] = module.get_rng_state(device).tolist()
+    return state
+
+
+def _set_rng_state(state: dict[str, list[int]], device: torch.device) -> None:
+    torch.set_rng_state(torch.tensor(state["cpu"], dtype=torch.uint8))
+    if device.type in state and device.type != "cpu":
+        module = torch.get_device_module(device.type)
+        device_state = torch.tensor(state[device.type], dtype=torch.uint8)
+        module.set_rng_state(device_state, device)
+
+
+def _forked_rng(device: torch.device):
+    """A context in which the global generators may be reseeded: on leaving it,
+    the caller's states of the CPU and of `device`'s kind are restored."""
+    if device.type == "cpu":
+        return torch.random.fork_rng(devices=[])
+    module = torch.get_device_module(device.type)
+    return torch.random.fork_rng(
+        devices=range(module.device_count()), device_type=device.type
+    )
+
+
 def train(
     model,
-    optimizer: torch.optim.Optimizer,
-    train_data: SlidingWindowDataset,
-    val_data: SlidingWindowDataset,
+    train_data: Dataset,
+    val_data: Dataset,
+    settings: TrainSettings,
     *,
-    max_steps: int,
-    batch_size: int,
-    eval_every: int,
-    eval_batches: int = 5,
-    seed: int = 123,
-    lr_schedule: Callable[[int], float] | None = None,
-    max_grad_norm: float | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    loss_fn: Callable[..., torch.Tensor] = batch_loss,
+    collate: Callable[[Sequence], tuple] | None = None,
     log: TrainLog | None = None,
     on_eval: Callable[..., None] | None = print_progress,
-    precision: str = "fp32",
-    compile_model: bool = False,
 ) -> TrainLog:
-    """Train until `log.step == max_steps`, evaluating every `eval_every` steps.
+    """Train `model` until `log.step == settings.max_steps`; return the log.
 
-    After each evaluation, `on_eval(model, log, tokens_per_second)` is called.
-    Pass the `log` of an earlier run (and its model and optimizer state) to resume
-    it; the result is identical to an uninterrupted run. `precision="bf16"` runs
-    the forward pass under bfloat16 autocast (weights and optimizer stay fp32);
-    `compile_model=True` compiles the model with `torch.compile` first.
+    Each step computes `loss_fn(model, *batch)` on a batch of `train_data` (see
+    `get_batch`; `collate` builds batches of variable-length items) and takes an
+    optimizer step. Without an `optimizer`, AdamW is made from the settings. After
+    each evaluation, `on_eval(model, log, tokens_per_second)` is called; random
+    numbers it draws do not change the run. To resume, pass the `log` of the
+    earlier run with its model and optimizer state: the result is identical to an
+    uninterrupted run. The caller's global random state is left as it was.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if not isinstance(settings, TrainSettings):
+        raise TypeError(f"settings must be a TrainSettings, got {settings!r}")
+    if len(train_data) < settings.batch_size:
+        raise ValueError(
+            f"the training data has {len(train_data)} items, fewer than one batch "
+            f"of {settings.batch_size}"
+        )
+    if len(val_data) == 0:
+        raise ValueError("the validation data is empty: there is no loss to measure")
     log = log if log is not None else TrainLog()
     device = next(model.parameters()).device
-    forward_model = torch.compile(model) if compile_model else model
-    use_bf16 = precision == "bf16"
-    for group in optimizer.param_groups:
-        group.setdefault("initial_lr", group["lr"])
+    if optimizer is None:
+        optimizer = make_optimizer(model, settings.lr, settings.weight_decay)
+    forward_model = torch.compile(model) if settings.compile_model else model
+    use_bf16 = settings.precision == "bf16"
     model.train()
-    last_time, last_tokens = time.perf_counter(), log.tokens_seen
-    while log.step < max_steps:
-        torch.manual_seed(seed * 1_000_003 + log.step)  # dropout, reproducible per step
-        rows = batch_rows(log.step, len(train_data), batch_size, seed)
-        inputs = train_data.inputs[rows].to(device, non_blocking=True)
-        targets = train_data.targets[rows].to(device, non_blocking=True)
-        if lr_schedule is not None:
-            for group in optimizer.param_groups:
-                group["lr"] = group["initial_lr"] * lr_schedule(log.step)
-
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = batch_loss(forward_model, inputs, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-        optimizer.step()
-        log.step += 1
-        log.tokens_seen += inputs.numel()
-
-        if log.step % eval_every == 0 or log.step == max_steps:
-            log.steps.append(log.step)
-            log.tokens.append(log.tokens_seen)
-            log.train_losses.append(
-                evaluate(model, train_data, batch_size, eval_batches)
+    with _forked_rng(device):
+        torch.manual_seed(settings.seed)
+        if log.rng_state:
+            _set_rng_state(log.rng_state, device)
+        last_time, last_tokens = time.perf_counter(), log.tokens_seen
+        while log.step < settings.max_steps:
+            rows = batch_rows(
+                log.step, len(train_data), settings.batch_size, settings.seed
             )
-            log.val_losses.append(evaluate(model, val_data, batch_size, eval_batches))
-            now = time.perf_counter()
-            if on_eval is not None:
-                on_eval(model, log, (log.tokens_seen - last_tokens) / (now - last_time))
-            last_time, last_tokens = time.perf_counter(), log.tokens_seen
+            batch = [
+                tensor.to(device, non_blocking=True)
+                for tensor in get_batch(train_data, rows, collate)
+            ]
+            for group in optimizer.param_groups:
+                group["lr"] = settings.lr * settings.lr_multiplier(log.step)
+
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                loss = loss_fn(forward_model, *batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if settings.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(
+                    model.parameters(), settings.max_grad_norm
+                )
+            optimizer.step()
+            log.step += 1
+            log.tokens_seen += batch[0].numel()
+
+            if log.step % settings.eval_every == 0 or log.step == settings.max_steps:
+                log.steps.append(log.step)
+                log.tokens.append(log.tokens_seen)
+                for data, losses in [
+                    (train_data, log.train_losses),
+                    (val_data, log.val_losses),
+                ]:
+                    losses.append(
+                        evaluate(
+                            model,
+                            data,
+                            settings.batch_size,
+                            settings.eval_batches,
+                            loss_fn=loss_fn,
+                            collate=collate,
+                        )
+                    )
+                log.rng_state = _rng_state(device)
+                now = time.perf_counter()
+                if on_eval is not None:
+                    speed = (log.tokens_seen - last_tokens) / (now - last_time)
+                    on_eval(model, log, speed)
+                    # Whatever on_eval drew, training goes on from the saved state
+                    _set_rng_state(log.rng_state, device)
+                last_time, last_tokens = time.perf_counter(), log.tokens_seen
     return log

@@ -13,17 +13,32 @@ from llm.checkpoint import CheckpointError
 from llm.gpt2 import GPT2_REPOSITORIES, gpt2_config, load_gpt2_file, load_gpt2_weights
 from llm.model import GPT2_CONFIGS, GPTConfig, GPTModel
 
-OURS = GPTConfig(vocab_size=120, context_length=16, emb_dim=32, n_heads=4, n_layers=2,
-                 drop_rate=0.0, qkv_bias=True)
+OURS = GPTConfig(
+    vocab_size=120,
+    context_length=16,
+    emb_dim=32,
+    n_heads=4,
+    n_layers=2,
+    drop_rate=0.0,
+    qkv_bias=True,
+)
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     torch.manual_seed(0)
-    hf_config = GPT2Config(vocab_size=120, n_positions=16, n_embd=32, n_layer=2, n_head=4,
-                           bos_token_id=0, eos_token_id=0)
+    hf_config = GPT2Config(
+        vocab_size=120,
+        n_positions=16,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     model = GPT2LMHeadModel(hf_config).eval()
-    with torch.no_grad():  # random biases and norms, so that every mapped tensor matters
+    # random biases and norms, so that every mapped tensor matters
+    with torch.no_grad():
         for name, parameter in model.named_parameters():
             if "ln_" in name or name.endswith("bias"):
                 parameter.normal_(0.0, 0.1 if name.endswith("bias") else 1.0)
@@ -44,7 +59,9 @@ def test_logits_match_transformers(reference):
     assert max_difference(ours, hf_model, token_ids) <= 1e-5
 
 
-def test_logits_match_without_a_qkv_bias_when_the_checkpoint_has_none(reference, tmp_path):
+def test_logits_match_without_a_qkv_bias_when_the_checkpoint_has_none(
+    reference, tmp_path
+):
     hf_model, path = reference
     state = safetensors.torch.load_file(path)
     for key in state:
@@ -61,7 +78,7 @@ def test_logits_match_without_a_qkv_bias_when_the_checkpoint_has_none(reference,
         assert max_difference(ours, hf_model, torch.randint(0, 120, (2, 9))) <= 1e-5
     finally:
         with torch.no_grad():
-            for bias, original in zip(biases, saved):
+            for bias, original in zip(biases, saved, strict=True):
                 bias.copy_(original)
 
 
@@ -73,8 +90,12 @@ def test_a_real_qkv_bias_needs_qkv_bias_true(reference):
 
 def test_openai_names_without_prefix_and_with_the_mask_buffer_also_load(reference):
     hf_model, path = reference
-    state = {k.removeprefix("transformer."): v for k, v in safetensors.torch.load_file(path).items()}
-    state["h.0.attn.bias"] = torch.ones(1, 1, 16, 16)  # the causal mask stored by old files
+    state = {
+        k.removeprefix("transformer."): v
+        for k, v in safetensors.torch.load_file(path).items()
+    }
+    # the causal mask stored by old files
+    state["h.0.attn.bias"] = torch.ones(1, 1, 16, 16)
     ours = GPTModel(OURS).eval()
     load_gpt2_weights(ours, state)
     assert max_difference(ours, hf_model, torch.randint(0, 120, (1, 5))) <= 1e-5
@@ -90,13 +111,17 @@ def test_a_missing_tensor_is_a_clear_error(reference):
     _, path = reference
     state = safetensors.torch.load_file(path)
     del state["transformer.h.1.mlp.c_fc.weight"]
-    with pytest.raises(CheckpointError, match=r"lacks 1 tensors: \['blocks.1.ff.up.weight'\]"):
+    with pytest.raises(
+        CheckpointError, match=r"lacks 1 tensors: \['blocks.1.ff.up.weight'\]"
+    ):
         load_gpt2_weights(GPTModel(OURS), state)
 
 
 def test_a_wrong_shape_is_a_clear_error(reference):
     _, path = reference
-    with pytest.raises(CheckpointError, match="pos_emb.weight: the checkpoint has shape"):
+    with pytest.raises(
+        CheckpointError, match="pos_emb.weight: the checkpoint has shape"
+    ):
         load_gpt2_file(path, OURS.replace(context_length=32))
 
 
@@ -107,3 +132,18 @@ def test_published_sizes_use_qkv_bias_full_context_and_no_dropout():
         assert GPT2_REPOSITORIES[name] == f"openai-community/{name}"
     with pytest.raises(ValueError, match="unknown GPT-2 model 'gpt3'"):
         gpt2_config("gpt3")
+
+
+def test_a_file_with_more_layers_than_the_model_names_the_layer_count(reference):
+    _, path = reference
+    with pytest.raises(CheckpointError) as caught:
+        load_gpt2_file(path, OURS.replace(n_layers=1))
+    message = str(caught.value)
+    assert "has 2 transformer blocks, the model 1" in message
+    assert "n_layers=2" in message and "qkv_bias" not in message
+
+
+def test_a_file_with_fewer_layers_than_the_model_names_the_layer_count(reference):
+    _, path = reference
+    with pytest.raises(CheckpointError, match="has 2 transformer blocks, the model 3"):
+        load_gpt2_file(path, OURS.replace(n_layers=3))

@@ -6,7 +6,8 @@ import torch
 from llm import pretrain
 from llm.datasets import gutenberg_books
 from llm.pretrain import (
-    BaseTraining,
+    BASE_MODEL_CONFIG,
+    BASE_TRAINING,
     base_model,
     base_model_path,
     clean_gutenberg,
@@ -29,17 +30,24 @@ def test_cleaning_keeps_only_the_book_with_unix_line_ends():
 
 
 def test_older_marker_spellings_are_recognised():
-    old = SAMPLE.replace("*** START OF THE", "***START OF THIS").replace("*** END OF THE", "*** END OF THIS")
+    old = SAMPLE.replace("*** START OF THE", "***START OF THIS").replace(
+        "*** END OF THE", "*** END OF THIS"
+    )
     assert clean_gutenberg(old) == "Chapter 1\n\nOnce upon a time.\n"
 
 
 def test_the_old_end_of_book_line_is_dropped_too():
-    old = SAMPLE.replace("Once upon a time.\r\n", "Once upon a time.\r\n\r\nEnd of the Project Gutenberg EBook of A Tale\r\n")
+    old = SAMPLE.replace(
+        "Once upon a time.\r\n",
+        "Once upon a time.\r\n\r\nEnd of the Project Gutenberg EBook of A Tale\r\n",
+    )
     assert clean_gutenberg(old) == "Chapter 1\n\nOnce upon a time.\n"
 
 
 def test_hard_line_wrapping_is_undone_but_paragraphs_stay():
-    wrapped = SAMPLE.replace("Once upon a time.", "Once upon\r\na time.\r\n\r\n\r\n\r\nThe end.")
+    wrapped = SAMPLE.replace(
+        "Once upon a time.", "Once upon\r\na time.\r\n\r\n\r\n\r\nThe end."
+    )
     assert clean_gutenberg(wrapped) == "Chapter 1\n\nOnce upon a time.\n\nThe end.\n"
 
 
@@ -54,7 +62,11 @@ def test_every_registered_book_has_markers(mirror):
     for book in gutenberg_books():
         text = clean_gutenberg(read_text(book.name))
         assert "\r" not in text and not text.startswith("\ufeff"), book.name
-        for licence_text in ["START OF THE PROJECT", "END OF THE PROJECT", "FULL LICENSE"]:
+        for licence_text in [
+            "START OF THE PROJECT",
+            "END OF THE PROJECT",
+            "FULL LICENSE",
+        ]:
             assert licence_text not in text.upper(), (book.name, licence_text)
 
 
@@ -67,15 +79,19 @@ def test_token_ids_are_split_by_book_and_cached(mirror, private_cache):
     train_ids, val_ids = gutenberg_token_ids()
     assert 4_500_000 < len(train_ids) < 5_500_000 and 300_000 < len(val_ids) < 1_200_000
     assert int(train_ids.max()) <= 50256 and train_ids.dtype == torch.int64
-    assert (val_ids == 50256).sum() == 6  # one <|endoftext|> after each held-out book
+    # one <|endoftext|> after each held-out book
+    assert (val_ids == 50256).sum() == 6
     cached = list((private_cache / "corpus").glob("gutenberg-gpt2-*.npz"))
     assert len(cached) == 1
-    again_train, _ = gutenberg_token_ids()  # from the cache
+    # from the cache
+    again_train, _ = gutenberg_token_ids()
     assert torch.equal(again_train, train_ids)
 
 
 def test_base_model_trains_on_a_cold_cache_and_loads_on_a_warm_one(mirror, monkeypatch):
-    quick = BaseTraining(max_steps=2, batch_size=2, eval_every=1, eval_batches=1)
+    quick = BASE_TRAINING.replace(
+        max_steps=2, batch_size=2, eval_every=1, eval_batches=1
+    )
     assert not base_model_path(quick).exists()
     cold = base_model(device="cpu", settings=quick)
     assert base_model_path(quick).is_file()
@@ -85,11 +101,39 @@ def test_base_model_trains_on_a_cold_cache_and_loads_on_a_warm_one(mirror, monke
 
     monkeypatch.setattr(pretrain, "train_base_model", no_training)
     warm = base_model(device="cpu", settings=quick)
-    for (name, a), (_, b) in zip(cold.state_dict().items(), warm.state_dict().items()):
+    for (name, a), (_, b) in zip(
+        cold.state_dict().items(), warm.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), name
     assert not warm.training
 
 
 def test_the_cache_name_changes_with_the_recipe():
-    assert base_model_path(BaseTraining()) != base_model_path(BaseTraining(max_steps=261))
-    assert base_model_path(BaseTraining()) == base_model_path(BaseTraining())
+    assert base_model_path() == base_model_path(BASE_TRAINING.replace())
+    for changes in [{"max_steps": 261}, {"lr": 1e-3}, {"precision": "bf16"}]:
+        assert base_model_path(BASE_TRAINING.replace(**changes)) != base_model_path()
+
+
+def test_the_base_recipe_is_the_books():
+    assert (BASE_MODEL_CONFIG.emb_dim, BASE_MODEL_CONFIG.n_layers) == (256, 4)
+    recipe = BASE_TRAINING
+    assert (recipe.max_steps, recipe.batch_size, recipe.lr) == (200, 16, 2e-3)
+    assert (recipe.schedule, recipe.warmup_steps, recipe.min_lr_ratio) == (
+        "cosine",
+        20,
+        0.1,
+    )
+    assert recipe.max_grad_norm == 1.0 and recipe.seed == 123
+
+
+def test_training_the_base_model_leaves_the_callers_random_state_alone(
+    mirror, monkeypatch
+):
+    quick = BASE_TRAINING.replace(
+        max_steps=1, batch_size=2, eval_every=1, eval_batches=1
+    )
+    torch.manual_seed(5)
+    expected = torch.rand(2)
+    torch.manual_seed(5)
+    _, log = pretrain.train_base_model(quick, device="cpu", on_eval=None)
+    assert torch.equal(torch.rand(2), expected) and log.step == 1
