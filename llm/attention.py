@@ -12,13 +12,27 @@ import torch.nn.functional as F
 IMPLEMENTATIONS = ("sdpa", "explicit")
 
 
+def future_mask(tokens: int, offset: int = 0, device=None) -> torch.Tensor:
+    """True where a query may not look: (tokens, offset + tokens) booleans for
+    `tokens` new positions that come after `offset` earlier ones. New position i
+    sits at offset + i and sees the keys 0 to offset + i."""
+    allowed_until = offset + 1
+    shape = (tokens, offset + tokens)
+    return torch.ones(shape, dtype=torch.bool, device=device).triu(allowed_until)
+
+
 class MultiHeadAttention(nn.Module):
     """Causal multi-head self-attention with one fused query/key/value projection.
 
     `implementation` chooses how the attention weights are computed: "explicit"
     (scores, mask, softmax, dropout, spelled out) or "sdpa" (PyTorch's fused
-    `scaled_dot_product_attention`). Both give the same result for the same
-    weights; it can be changed after construction.
+    `scaled_dot_product_attention`, which applies causality itself). Both give
+    the same result for the same weights; it can be changed after construction.
+
+    `forward` takes an optional `cache` that keeps the keys and values of earlier
+    positions for generation (chapter 5b, `llm.kv_cache`): an object with a
+    `length` (positions stored so far) and `append(keys, values)`, which stores
+    the new positions' keys and values and returns those of all positions.
     """
 
     def __init__(
@@ -39,13 +53,10 @@ class MultiHeadAttention(nn.Module):
         self.num_heads, self.head_dim = num_heads, d_out // num_heads
         self.context_length, self.dropout = context_length, dropout
         self.implementation = implementation
-        self.qkv = nn.Linear(d_in, 3 * d_out, bias=qkv_bias)  # W_q, W_k, W_v stacked
+        # W_q, W_k and W_v stacked into one matrix
+        self.qkv = nn.Linear(d_in, 3 * d_out, bias=qkv_bias)
         self.out_proj = nn.Linear(d_out, d_out)
         self.attn_dropout = nn.Dropout(dropout)
-        future = torch.ones(context_length, context_length, dtype=torch.bool).triu(1)
-        self.register_buffer(
-            "mask", future, persistent=False
-        )  # True above the diagonal
 
     @property
     def implementation(self) -> str:
@@ -59,29 +70,46 @@ class MultiHeadAttention(nn.Module):
             )
         self._implementation = value
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, tokens, _ = x.shape  # (batch, tokens, d_in)
-        if tokens > self.context_length:
+    def forward(self, x: torch.Tensor, cache=None) -> torch.Tensor:
+        # x: (batch, tokens, d_in), the positions after the `offset` cached ones
+        batch, tokens, _ = x.shape
+        offset = 0 if cache is None else cache.length
+        if offset + tokens > self.context_length:
             raise ValueError(
-                f"got {tokens} tokens, more than context_length={self.context_length}"
+                f"got {tokens} tokens after {offset} cached ones, more than "
+                f"context_length={self.context_length}"
             )
         qkv = self.qkv(x).view(batch, tokens, 3, self.num_heads, self.head_dim)
-        queries, keys, values = qkv.permute(
-            2, 0, 3, 1, 4
-        )  # each (batch, heads, tokens, head_dim)
+        # each (batch, heads, tokens, head_dim)
+        queries, keys, values = qkv.permute(2, 0, 3, 1, 4)
+        if cache is not None:
+            # (batch, heads, offset + tokens, head_dim)
+            keys, values = cache.append(keys, values)
 
         if self.implementation == "sdpa":
             dropout = self.dropout if self.training else 0.0
+            # The fused kernel's own causal rule fits when the queries and keys
+            # start together; a single new token sees everything, so needs none.
+            mask = None
+            if offset > 0 and tokens > 1:
+                mask = ~future_mask(tokens, offset, x.device)
             context = F.scaled_dot_product_attention(
-                queries, keys, values, dropout_p=dropout, is_causal=True
+                queries,
+                keys,
+                values,
+                attn_mask=mask,
+                dropout_p=dropout,
+                is_causal=offset == 0 and tokens > 1,
             )
         else:
             scores = queries @ keys.transpose(-2, -1) / math.sqrt(self.head_dim)
-            scores = scores.masked_fill(self.mask[:tokens, :tokens], float("-inf"))
-            weights = self.attn_dropout(torch.softmax(scores, dim=-1))  # (b, h, t, t)
-            context = weights @ values  # (batch, heads, tokens, head_dim)
+            future = future_mask(tokens, offset, x.device)
+            scores = scores.masked_fill(future, float("-inf"))
+            # (batch, heads, tokens, offset + tokens)
+            weights = self.attn_dropout(torch.softmax(scores, dim=-1))
+            # (batch, heads, tokens, head_dim)
+            context = weights @ values
 
-        context = context.transpose(1, 2).reshape(
-            batch, tokens, -1
-        )  # heads side by side
-        return self.out_proj(context)  # (batch, tokens, d_out)
+        # the heads side by side again: (batch, tokens, d_out)
+        context = context.transpose(1, 2).reshape(batch, tokens, -1)
+        return self.out_proj(context)

@@ -45,7 +45,8 @@ class GPTConfig:
         return dataclasses.replace(self, **changes)
 
 
-GPT2_CONFIGS = {  # the four published GPT-2 sizes, by their Hugging Face names
+# the four published GPT-2 sizes, by their Hugging Face names
+GPT2_CONFIGS = {
     "gpt2": GPTConfig(),
     "gpt2-medium": GPTConfig(emb_dim=1024, n_heads=16, n_layers=24),
     "gpt2-large": GPTConfig(emb_dim=1280, n_heads=20, n_layers=36),
@@ -63,11 +64,14 @@ class FeedForward(nn.Module):
         self.down = nn.Linear(4 * emb_dim, emb_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(self.act(self.up(x)))  # (..., emb_dim) -> same shape
+        # (..., emb_dim) -> the same shape
+        return self.down(self.act(self.up(x)))
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm transformer block: x + attention(norm(x)), then x + ff(norm(x))."""
+    """Pre-norm transformer block: x + attention(norm(x)), then x + ff(norm(x)).
+
+    `cache` is passed on to the attention module (chapter 5b)."""
 
     def __init__(self, cfg: GPTConfig, attention: str = "sdpa"):
         super().__init__()
@@ -85,10 +89,47 @@ class TransformerBlock(nn.Module):
         self.ff = FeedForward(cfg.emb_dim)
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (batch, tokens, emb_dim)
-        x = x + self.drop_shortcut(self.att(self.norm1(x)))
+    def forward(self, x: torch.Tensor, cache=None) -> torch.Tensor:
+        # x: (batch, tokens, emb_dim), and the result has the same shape
+        x = x + self.drop_shortcut(self.att(self.norm1(x), cache))
         x = x + self.drop_shortcut(self.ff(self.norm2(x)))
-        return x  # same shape
+        return x
+
+
+def check_token_ids(token_ids: torch.Tensor, vocab_size: int) -> None:
+    """Raise a ValueError that names the problem unless `token_ids` is a
+    (batch, tokens) tensor of integer ids in [0, vocab_size) with at least one
+    sequence and one token. Finding the smallest and largest id is cheap next to
+    a forward pass, and far clearer than an index error from the embedding."""
+    if not isinstance(token_ids, torch.Tensor) or token_ids.ndim != 2:
+        shape = getattr(token_ids, "shape", type(token_ids).__name__)
+        raise ValueError(f"token_ids must be a (batch, tokens) tensor, got {shape}")
+    if token_ids.dtype not in (torch.int64, torch.int32):
+        raise ValueError(
+            f"token ids must be integers (torch.long), got {token_ids.dtype}"
+        )
+    batch, tokens = token_ids.shape
+    if batch == 0:
+        raise ValueError(
+            f"the batch is empty: token_ids has shape {(batch, tokens)}; "
+            "give at least one sequence"
+        )
+    if tokens == 0:
+        raise ValueError(
+            f"the prompt is empty: token_ids has shape {(batch, tokens)}; give at "
+            "least one token (for example the end-of-text token)"
+        )
+    if torch.compiler.is_compiling():
+        # Reading values back would split a compiled graph in pieces, so
+        # torch.compile skips this check: a bad id fails inside the embedding.
+        return
+    lowest, highest = int(token_ids.min()), int(token_ids.max())
+    if lowest < 0 or highest >= vocab_size:
+        outside = lowest if lowest < 0 else highest
+        raise ValueError(
+            f"token id {outside} is outside the vocabulary: ids must be in "
+            f"[0, {vocab_size}) for this model's vocab_size"
+        )
 
 
 class GPTModel(nn.Module):
@@ -123,20 +164,30 @@ class GPTModel(nn.Module):
             nn.init.normal_(block.att.out_proj.weight, mean=0.0, std=residual_std)
             nn.init.normal_(block.ff.down.weight, mean=0.0, std=residual_std)
 
-    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
-        batch, tokens = token_ids.shape
-        if tokens > self.cfg.context_length:
+    def forward(self, token_ids: torch.Tensor, cache=None) -> torch.Tensor:
+        """Logits (batch, tokens, vocab_size) for `token_ids` (batch, tokens).
+
+        With a `cache` (`llm.kv_cache.KVCache`, chapter 5b) the tokens continue
+        the `cache.length` positions stored in it, and their keys and values are
+        added to it."""
+        check_token_ids(token_ids, self.cfg.vocab_size)
+        tokens = token_ids.shape[1]
+        offset = 0 if cache is None else cache.length
+        if offset + tokens > self.cfg.context_length:
+            after = f" after {offset} cached positions" if offset else ""
             raise ValueError(
-                f"the input has {tokens} tokens, but the model's context_length is "
-                f"{self.cfg.context_length}; keep only the last "
-                f"{self.cfg.context_length} tokens (generate functions do this)"
+                f"the input has {tokens} tokens{after}, but the model's "
+                f"context_length is {self.cfg.context_length}; keep only the last "
+                f"{self.cfg.context_length} tokens (llm.generate.generate does this)"
             )
-        positions = torch.arange(tokens, device=token_ids.device)
-        x = self.tok_emb(token_ids) + self.pos_emb(positions)  # (batch, tokens, emb)
-        x = self.drop_emb(x)
-        for block in self.blocks:
-            x = block(x)
-        return self.out_head(self.final_norm(x))  # (batch, tokens, vocab_size)
+        positions = torch.arange(offset, offset + tokens, device=token_ids.device)
+        # (batch, tokens, emb_dim)
+        x = self.drop_emb(self.tok_emb(token_ids) + self.pos_emb(positions))
+        layer_caches = [None] * len(self.blocks) if cache is None else cache.layers
+        for block, layer_cache in zip(self.blocks, layer_caches, strict=True):
+            x = block(x, layer_cache)
+        # (batch, tokens, vocab_size)
+        return self.out_head(self.final_norm(x))
 
 
 def flops_per_token(
@@ -149,7 +200,8 @@ def flops_per_token(
     """
     tokens = cfg.context_length if tokens is None else tokens
     d = cfg.emb_dim
-    per_block = 3 * d * d + d * d + 2 * 4 * d * d  # qkv, out_proj, feed-forward
+    # qkv, out_proj, feed-forward
+    per_block = 3 * d * d + d * d + 2 * 4 * d * d
     matmul_parameters = cfg.n_layers * per_block + d * cfg.vocab_size
     forward = 2 * matmul_parameters + 4 * cfg.n_layers * tokens * d
     return 3 * forward if training else forward

@@ -1,17 +1,12 @@
-"""llm.model and llm.generate: configuration, the GPT model, greedy generation."""
+"""llm.model: configuration, the GPT model, its input checks and its cache argument."""
+
+import dataclasses
 
 import pytest
 import torch
 
-from llm.generate import generate_greedy
+from llm.kv_cache import KVCache
 from llm.model import GPT2_CONFIGS, GPTConfig, GPTModel, flops_per_token
-
-TINY = GPTConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=4, n_layers=2, drop_rate=0.0)
-
-
-def tiny_model(seed=0, **changes):
-    torch.manual_seed(seed)
-    return GPTModel(TINY.replace(**changes))
 
 
 def count(model):
@@ -27,7 +22,11 @@ def test_gpt2_small_has_163m_parameters_and_124m_with_tied_weights():
 
 @pytest.mark.parametrize(
     "name, tied",
-    [("gpt2-medium", 354_749_440), ("gpt2-large", 773_891_840), ("gpt2-xl", 1_557_380_800)],
+    [
+        ("gpt2-medium", 354_749_440),
+        ("gpt2-large", 773_891_840),
+        ("gpt2-xl", 1_557_380_800),
+    ],
 )
 def test_larger_gpt2_sizes_have_their_published_tied_parameter_counts(name, tied):
     with torch.device("meta"):
@@ -35,58 +34,122 @@ def test_larger_gpt2_sizes_have_their_published_tied_parameter_counts(name, tied
     assert count(model) - model.out_head.weight.numel() == tied
 
 
-def test_qkv_bias_adds_three_bias_vectors_per_block():
-    assert count(tiny_model(qkv_bias=True)) - count(tiny_model()) == 2 * 3 * 16
+def test_qkv_bias_adds_three_bias_vectors_per_block(make_tiny_model, tiny_config):
+    added = count(make_tiny_model(qkv_bias=True)) - count(make_tiny_model())
+    assert added == tiny_config.n_layers * 3 * tiny_config.emb_dim
 
 
-def test_logits_have_one_score_per_vocabulary_entry_for_every_position():
-    logits = tiny_model()(torch.randint(0, 50, (3, 5)))
-    assert logits.shape == (3, 5, 50)
+def test_logits_have_one_score_per_vocabulary_entry_for_every_position(
+    make_tiny_model,
+):
+    logits = make_tiny_model()(torch.randint(0, 64, (3, 5)))
+    assert logits.shape == (3, 5, 64)
 
 
-def test_an_input_longer_than_the_context_is_a_clear_error():
-    with pytest.raises(ValueError, match="the input has 9 tokens, but the model's context_length is 8"):
-        tiny_model()(torch.zeros(1, 9, dtype=torch.long))
+def test_the_model_keeps_no_buffers_that_grow_with_the_context(make_tiny_model):
+    model = make_tiny_model(context_length=2048)
+    assert sum(buffer.numel() for buffer in model.buffers()) == 0
 
 
-def test_eval_mode_is_deterministic_and_train_mode_uses_dropout():
-    model = tiny_model(drop_rate=0.5)
-    x = torch.randint(0, 50, (2, 8))
+def test_an_input_longer_than_the_context_is_a_clear_error(make_tiny_model):
+    with pytest.raises(
+        ValueError,
+        match="the input has 17 tokens, but the model's context_length is 16",
+    ):
+        make_tiny_model()(torch.zeros(1, 17, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    "token_ids, message",
+    [
+        (torch.zeros(1, 0, dtype=torch.long), "the prompt is empty"),
+        (torch.zeros(0, 5, dtype=torch.long), "the batch is empty"),
+        (
+            torch.tensor([[1, 64, 2]]),
+            r"token id 64 is outside the vocabulary.*\[0, 64\)",
+        ),
+        (torch.tensor([[1, -1, 2]]), r"token id -1 is outside the vocabulary"),
+        (torch.tensor([[1.0, 2.0]]), "token ids must be integers"),
+        (torch.tensor([1, 2, 3]), r"token_ids must be a \(batch, tokens\) tensor"),
+    ],
+)
+def test_bad_token_ids_are_clear_errors(make_tiny_model, token_ids, message):
+    with pytest.raises(ValueError, match=message):
+        make_tiny_model()(token_ids)
+
+
+def test_eval_mode_is_deterministic_and_train_mode_uses_dropout(make_tiny_model):
+    model = make_tiny_model(drop_rate=0.5)
+    x = torch.randint(0, 64, (2, 8))
     model.eval()
     assert torch.equal(model(x), model(x))
     model.train()
     assert not torch.equal(model(x), model(x))
 
 
-def test_both_attention_implementations_give_the_same_logits():
-    x = torch.randint(0, 50, (2, 8))
-    explicit = tiny_model(seed=1).eval()
-    sdpa = tiny_model(seed=1).eval()
+def test_both_attention_implementations_give_the_same_logits(
+    make_tiny_model, tiny_config
+):
+    x = torch.randint(0, 64, (2, 16))
+    explicit = make_tiny_model(seed=1)
+    sdpa = make_tiny_model(seed=1)
     for block in explicit.blocks:
         block.att.implementation = "explicit"
     assert torch.allclose(explicit(x), sdpa(x), atol=1e-5)
-    assert GPTModel(TINY, attention="explicit").blocks[0].att.implementation == "explicit"
+    built = GPTModel(tiny_config, attention="explicit")
+    assert built.blocks[0].att.implementation == "explicit"
 
 
-def test_the_model_is_causal_over_tokens():
-    model = tiny_model().eval()
-    x = torch.randint(0, 50, (1, 8))
+def test_the_model_is_causal_over_tokens(make_tiny_model):
+    model = make_tiny_model()
+    x = torch.randint(0, 64, (1, 8))
     changed = x.clone()
-    changed[0, 5:] = (x[0, 5:] + 1) % 50
+    changed[0, 5:] = (x[0, 5:] + 1) % 64
     assert torch.allclose(model(x)[:, :5], model(changed)[:, :5], atol=1e-6)
 
 
-def test_the_default_initialisation_is_pytorchs():
-    model = tiny_model()
-    assert abs(model.tok_emb.weight.std().item() - 1.0) < 0.1  # nn.Embedding: N(0, 1)
-    assert torch.count_nonzero(model.blocks[0].ff.up.bias) > 0  # nn.Linear: uniform
+@pytest.mark.parametrize("implementation", ["sdpa", "explicit"])
+def test_tokens_fed_through_a_cache_get_the_logits_of_the_whole_text(
+    make_tiny_model, implementation
+):
+    model = make_tiny_model(drop_rate=0.3)
+    for block in model.blocks:
+        block.att.implementation = implementation
+    ids = torch.randint(0, 64, (2, 14), generator=torch.Generator().manual_seed(2))
+    cache = KVCache(model, batch_size=2)
+    with torch.no_grad():
+        pieces = [model(ids[:, :6], cache=cache), model(ids[:, 6:7], cache=cache)]
+        pieces.append(model(ids[:, 7:], cache=cache))
+        expected = model(ids)
+    assert cache.length == 14
+    torch.testing.assert_close(torch.cat(pieces, dim=1), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_cached_and_new_tokens_together_may_not_exceed_the_context(make_tiny_model):
+    model = make_tiny_model()
+    cache = KVCache(model, batch_size=1)
+    with torch.no_grad():
+        model(torch.zeros(1, 12, dtype=torch.long), cache=cache)
+        with pytest.raises(
+            ValueError, match="the input has 5 tokens after 12 cached positions"
+        ):
+            model(torch.zeros(1, 5, dtype=torch.long), cache=cache)
+    assert cache.length == 12
+
+
+def test_the_default_initialisation_is_pytorchs(make_tiny_model):
+    model = make_tiny_model()
+    # nn.Embedding draws from N(0, 1), nn.Linear from a uniform distribution
+    assert abs(model.tok_emb.weight.std().item() - 1.0) < 0.1
+    assert torch.count_nonzero(model.blocks[0].ff.up.bias) > 0
 
 
 def test_init_gpt2_weights_follows_gpt2():
     model = GPTModel(GPT2_CONFIGS["gpt2"].replace(n_layers=2, vocab_size=1000))
     model.init_gpt2_weights()
     assert abs(model.tok_emb.weight.std().item() - 0.02) < 0.001
-    assert abs(model.blocks[0].att.out_proj.weight.std().item() - 0.01) < 0.001  # 0.02 / sqrt(4)
+    # the shortcut projections: 0.02 / sqrt(2 * n_layers)
+    assert abs(model.blocks[0].att.out_proj.weight.std().item() - 0.01) < 0.001
     assert torch.count_nonzero(model.blocks[0].ff.up.bias) == 0
     assert torch.all(model.final_norm.weight == 1)
 
@@ -94,10 +157,16 @@ def test_init_gpt2_weights_follows_gpt2():
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"emb_dim": 768, "n_heads": 10}, r"emb_dim \(768\) must be divisible by n_heads \(10\)"),
+        (
+            {"emb_dim": 768, "n_heads": 10},
+            r"emb_dim \(768\) must be divisible by n_heads \(10\)",
+        ),
         ({"n_layers": 0}, "n_layers must be a positive integer, got 0"),
         ({"vocab_size": 50.5}, "vocab_size must be a positive integer, got 50.5"),
-        ({"context_length": True}, "context_length must be a positive integer, got True"),
+        (
+            {"context_length": True},
+            "context_length must be a positive integer, got True",
+        ),
         ({"drop_rate": 1.0}, r"drop_rate must be in \[0, 1\), got 1.0"),
         ({"qkv_bias": "yes"}, "qkv_bias must be True or False, got 'yes'"),
     ],
@@ -111,7 +180,7 @@ def test_a_bad_configuration_is_a_clear_error(changes, message):
 
 def test_configs_are_immutable_values():
     assert GPTConfig() == GPT2_CONFIGS["gpt2"]
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         GPTConfig().emb_dim = 10
 
 
@@ -120,30 +189,5 @@ def test_flops_per_token_counts_matmuls_and_attention():
     matmul_parameters = 12 * 12 * 768**2 + 768 * 50257
     assert flops_per_token(cfg, tokens=0) == 2 * matmul_parameters
     assert flops_per_token(cfg) == 2 * matmul_parameters + 4 * 12 * 1024 * 768
-    assert flops_per_token(cfg, tokens=256, training=True) == 3 * flops_per_token(cfg, tokens=256)
-
-
-def test_generation_appends_the_requested_number_of_greedy_tokens():
-    model = tiny_model().eval()
-    prompt = torch.randint(0, 50, (2, 3))
-    output = generate_greedy(model, prompt, max_new_tokens=4)
-    assert output.shape == (2, 7) and torch.equal(output[:, :3], prompt)
-    expected_first = model(prompt)[:, -1].argmax(dim=-1)
-    assert torch.equal(output[:, 3], expected_first)
-    assert torch.equal(generate_greedy(model, prompt, max_new_tokens=0), prompt)
-
-
-def test_generation_crops_the_context_to_the_model_window():
-    model = tiny_model().eval()
-    long_prompt = torch.randint(0, 50, (1, 20))  # longer than context_length=8
-    output = generate_greedy(model, long_prompt, max_new_tokens=3)
-    assert output.shape == (1, 23)
-    assert output[0, 20] == model(long_prompt[:, -8:])[0, -1].argmax()
-
-
-def test_generation_rejects_bad_arguments():
-    model = tiny_model().eval()
-    with pytest.raises(ValueError, match=r"\(batch, tokens\)"):
-        generate_greedy(model, torch.tensor([1, 2, 3]), 2)
-    with pytest.raises(ValueError, match="max_new_tokens must be 0 or more"):
-        generate_greedy(model, torch.tensor([[1, 2, 3]]), -1)
+    three_times = 3 * flops_per_token(cfg, tokens=256)
+    assert flops_per_token(cfg, tokens=256, training=True) == three_times
