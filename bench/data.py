@@ -9,7 +9,8 @@ N_TOKENS, CONTEXT, STRIDE = 1_000_000, 256, 64
 
 
 def copied_windows(token_ids: list[int], context_length: int, stride: int):
-    """The common baseline: a Python loop that copies every window into its own tensor."""
+    """The common baseline: a Python loop that copies every window into its own
+    tensor."""
     inputs, targets = [], []
     for start in range(0, len(token_ids) - context_length, stride):
         inputs.append(torch.tensor(token_ids[start : start + context_length]))

@@ -7,11 +7,13 @@ import torch
 from bench.harness import seconds
 
 MATMUL_SIZE = 2048
-COPY_BYTES = 512 * 2**20  # far larger than any cache
+# far larger than any cache
+COPY_BYTES = 512 * 2**20
 
 
 def _median_seconds(function, repeats: int = 7) -> float:
-    function()  # warm-up
+    # warm-up
+    function()
     return statistics.median(seconds(function) for _ in range(repeats))
 
 

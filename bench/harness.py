@@ -24,7 +24,8 @@ class Comparison:
     ours: Callable[[], object]
     peer: Callable[[], object]
     target: float
-    rounds: int | None = None  # overrides the run's rounds (for very slow peers)
+    # overrides the run's rounds (for very slow peers)
+    rounds: int | None = None
     warmup: int | None = None
 
 
@@ -94,7 +95,8 @@ def run(
 def report(results: list[Result]) -> str:
     """A plain-text table: medians, the ratio, its target, and whether it holds."""
     lines = [
-        f"{'comparison':34} {'ours':>10} {'peer':>10} {'ratio':>8} {'target':>8}  result"
+        f"{'comparison':34} {'ours':>10} {'peer':>10} {'ratio':>8} {'target':>8}"
+        "  result"
     ]
     for result in results:
         summary = result.as_dict()

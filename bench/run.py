@@ -1,7 +1,7 @@
 """Run the benchmarks, print each ratio next to its target, save the results.
 
     python -m bench.run              # all comparisons
-    python -m bench.run data         # only some groups: data, bpe, attention, training, generation
+    python -m bench.run data bpe     # only some groups (see GROUPS below)
 
 Results go to bench/results/latest.json (machine-readable); the exit status is 0
 even when a target is missed, since benchmarks measure, they do not gate.
@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         f"read {machine_rates['read_bytes_per_s'] / 1e9:.1f} GB/s"
     )
     results = []
-    for name in chosen:  # one group at a time, so its models are freed after it
+    # one group at a time, so its models are freed after it
+    for name in chosen:
         for comparison in GROUPS[name].comparisons():
             result = run(comparison, rounds=args.rounds, threads=args.threads)
             print(report([result]).splitlines()[-1], flush=True)

@@ -6,9 +6,12 @@ Every module is tangled from the chapter notebooks named beside it:
     llm.attention    chapters/ch03_attention.ipynb
     llm.bpe          chapters/ch02b_bpe.ipynb
     llm.checkpoint   chapters/ch05_pretraining.ipynb
+    llm.classify     chapters/ch06_classification.ipynb
     llm.data         chapters/ch02_text_data.ipynb
     llm.datasets     chapters/appendix_data.ipynb
-    llm.generate     chapters/ch04_gpt_model.ipynb, chapters/ch05_pretraining.ipynb
+    llm.errors       chapters/appendix_data.ipynb
+    llm.files        chapters/appendix_data.ipynb
+    llm.generate     chapters/ch05_pretraining.ipynb, chapters/ch05b_kv_cache.ipynb
     llm.gpt2         chapters/ch05_pretraining.ipynb
     llm.kv_cache     chapters/ch05b_kv_cache.ipynb
     llm.model        chapters/ch04_gpt_model.ipynb

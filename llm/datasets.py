@@ -39,9 +39,11 @@ class DataFile:
     name: str
     url: str
     sha256: str
-    size: int  # bytes
+    # bytes
+    size: int
     description: str
-    member: str | None = None  # the file's name inside a zip archive at `url`, if any
+    # the file's name inside a zip archive at `url`, if any
+    member: str | None = None
 
 
 def _register(*files: DataFile) -> dict[str, DataFile]:

@@ -1,4 +1,5 @@
-"""Shared test set-up: no test may use the network, and none touches the user's cache."""
+"""Shared test set-up: no test may use the network, none touches the user's
+cache, and the tests share one tiny model shape."""
 
 import os
 import socket
@@ -19,13 +20,18 @@ def no_network(monkeypatch):
     real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
 
     def connect(sock, address):
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in LOOPBACK:
+        if (
+            sock.family in (socket.AF_INET, socket.AF_INET6)
+            and address[0] not in LOOPBACK
+        ):
             raise OSError(f"tests must not use the network (connect to {address!r})")
         return real_connect(sock, address)
 
     def getaddrinfo(host, *args, **kwargs):
         if host not in LOOPBACK:
-            raise socket.gaierror(f"tests must not use the network (look-up of {host!r})")
+            raise socket.gaierror(
+                f"tests must not use the network (look-up of {host!r})"
+            )
         return real_getaddrinfo(host, *args, **kwargs)
 
     monkeypatch.setattr(socket.socket, "connect", connect)
@@ -45,7 +51,10 @@ def mirror() -> Path:
     """The data mirror named by LLM_DATA_DIR (CI: ../shared/data)."""
     value = os.environ.get("LLM_DATA_DIR")
     if not value or not Path(value).is_dir():
-        pytest.fail("set LLM_DATA_DIR to the data mirror folder (for example ../shared/data) to run this test")
+        pytest.fail(
+            "set LLM_DATA_DIR to the data mirror folder (for example "
+            "../shared/data) to run this test"
+        )
     return Path(value)
 
 

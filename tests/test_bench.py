@@ -48,8 +48,13 @@ def test_both_attention_paths_compute_the_same_thing():
 def test_a_comparison_can_override_the_number_of_rounds():
     calls = []
     comparison = Comparison(
-        "x", "", lambda: calls.append("ours"), lambda: calls.append("peer"), 1.0,
-        rounds=1, warmup=0,
+        "x",
+        "",
+        lambda: calls.append("ours"),
+        lambda: calls.append("peer"),
+        1.0,
+        rounds=1,
+        warmup=0,
     )
     result = run(comparison, rounds=5, warmup=1)
     assert len(result.ours_seconds) == 1 and calls == ["ours", "peer"]

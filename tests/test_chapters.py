@@ -9,7 +9,8 @@ from conftest import ROOT
 
 CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
 HIDDEN = {"remove-cell", "remove-input", "hide-input"}
-MAX_LINE = 88  # what the book's code blocks show without a scroll bar
+# what the book's code blocks show without a scroll bar
+MAX_LINE = 88
 
 
 def visible_code_cells(path):
@@ -27,7 +28,9 @@ def headings(path) -> list[str]:
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda path: path.stem)
 def test_code_shown_in_the_book_fits_the_page(path):
     long_lines = [
-        line for cell in visible_code_cells(path) for line in cell.source.splitlines()
+        line
+        for cell in visible_code_cells(path)
+        for line in cell.source.splitlines()
         if len(line) > MAX_LINE
     ]
     assert long_lines == []
@@ -38,13 +41,17 @@ def test_every_page_ends_with_a_summary(path):
     assert "Summary" in headings(path)
 
 
-@pytest.mark.parametrize("path", [p for p in CHAPTERS if p.stem.startswith("ch")], ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", [p for p in CHAPTERS if p.stem.startswith("ch")], ids=lambda p: p.stem
+)
 def test_every_chapter_has_exercises_with_executed_hidden_solutions(path):
     assert "Exercises" in headings(path)
     sources = [cell.source for cell in nbformat.read(path, as_version=4).cells]
     starts = [i for i, source in enumerate(sources) if "{solution-start}" in source]
     assert starts, "no solutions"
     for start in starts:
-        assert ":class: dropdown" in sources[start]  # hidden behind a toggle
+        # hidden behind a toggle
+        assert ":class: dropdown" in sources[start]
         cells = nbformat.read(path, as_version=4).cells
-        assert cells[start + 1].cell_type == "code" and cells[start + 1].outputs  # executed
+        # executed
+        assert cells[start + 1].cell_type == "code" and cells[start + 1].outputs

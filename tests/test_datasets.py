@@ -2,7 +2,6 @@
 
 import hashlib
 import http.server
-import io
 import json
 import threading
 import zipfile
@@ -45,7 +44,8 @@ class Server:
 
             def do_GET(self):
                 server.requests += 1
-                if self.path == "/truncated":  # promise 1000 bytes, send 10, hang up
+                # promise 1000 bytes, send 10, hang up
+                if self.path == "/truncated":
                     self.send_response(200)
                     self.send_header("Content-Length", "1000")
                     self.end_headers()
@@ -80,8 +80,21 @@ def server(tmp_path):
     served.close()
 
 
-def register(monkeypatch, name: str, url: str, content: bytes = CONTENT, member: str | None = None) -> DataFile:
-    file = DataFile(name, url, hashlib.sha256(content).hexdigest(), len(content), "test file", member)
+def register(
+    monkeypatch,
+    name: str,
+    url: str,
+    content: bytes = CONTENT,
+    member: str | None = None,
+) -> DataFile:
+    file = DataFile(
+        name,
+        url,
+        hashlib.sha256(content).hexdigest(),
+        len(content),
+        "test file",
+        member,
+    )
     monkeypatch.setitem(REGISTRY, name, file)
     return file
 
@@ -109,12 +122,18 @@ def test_registry_lists_every_file_of_the_mirror_with_its_checksum(mirror):
 
 
 def test_gutenberg_entries_match_the_manifest(mirror):
-    manifest = json.loads((mirror / "gutenberg/manifest.json").read_text(encoding="utf-8"))
+    manifest = json.loads(
+        (mirror / "gutenberg/manifest.json").read_text(encoding="utf-8")
+    )
     books = {file.name: file for file in gutenberg_books()}
     assert len(books) == len(manifest) == 51
     for entry in manifest:
         file = books[f"gutenberg/pg{entry['gutenberg_id']}.txt"]
-        assert (file.url, file.sha256, file.size) == (entry["raw_url"], entry["sha256"], entry["bytes"])
+        assert (file.url, file.sha256, file.size) == (
+            entry["raw_url"],
+            entry["sha256"],
+            entry["bytes"],
+        )
         assert file.description == f"{entry['title']}, by {entry['author']}"
 
 
@@ -132,7 +151,9 @@ def test_the_sms_spam_file_is_taken_from_inside_its_zip_archive():
 # --- the mirror -------------------------------------------------------------
 
 
-def test_fetch_uses_the_mirror_offline_and_writes_nothing_to_the_cache(mirror, private_cache):
+def test_fetch_uses_the_mirror_offline_and_writes_nothing_to_the_cache(
+    mirror, private_cache
+):
     path = fetch("the-verdict.txt")
     assert path == mirror / "the-verdict.txt"
     assert read_text("the-verdict.txt").startswith("I HAD always thought Jack Gisburn")
@@ -156,8 +177,11 @@ def test_a_damaged_mirror_copy_is_refused_with_a_clear_message(tmp_path, monkeyp
     assert "LLM_DATA_DIR" in message
 
 
-def test_a_mirror_without_the_file_falls_back_to_the_cache(tmp_path, monkeypatch, private_cache, server):
-    monkeypatch.setenv("LLM_DATA_DIR", str(tmp_path))  # an empty mirror
+def test_a_mirror_without_the_file_falls_back_to_the_cache(
+    tmp_path, monkeypatch, private_cache, server
+):
+    # an empty mirror
+    monkeypatch.setenv("LLM_DATA_DIR", str(tmp_path))
     register(monkeypatch, "file.txt", server.url("file.txt"))
     assert fetch("file.txt", progress=False) == private_cache / "file.txt"
 
@@ -166,16 +190,25 @@ def test_a_mirror_without_the_file_falls_back_to_the_cache(tmp_path, monkeypatch
 
 
 def test_an_unknown_name_is_an_error_that_suggests_the_close_ones():
-    with pytest.raises(UnknownDataFileError, match=r"'the-verdict.text'.*Did you mean 'the-verdict.txt'"):
+    with pytest.raises(
+        UnknownDataFileError,
+        match=r"'the-verdict.text'.*Did you mean 'the-verdict.txt'",
+    ):
         fetch("the-verdict.text")
 
 
-def test_a_missing_file_without_network_names_file_url_and_variable(no_mirror, monkeypatch, private_cache):
+def test_a_missing_file_without_network_names_file_url_and_variable(
+    no_mirror, monkeypatch, private_cache
+):
     file = REGISTRY["the-verdict.txt"]
     with pytest.raises(DataUnavailableError) as caught:
         fetch("the-verdict.txt", progress=False)
     message = str(caught.value)
-    assert "'the-verdict.txt'" in message and file.url in message and "LLM_DATA_DIR" in message
+    assert (
+        "'the-verdict.txt'" in message
+        and file.url in message
+        and "LLM_DATA_DIR" in message
+    )
     assert files_under(private_cache) == []
 
 
@@ -191,7 +224,9 @@ def test_cache_dir_defaults_to_the_platform_cache(monkeypatch):
 # --- downloads ----------------------------------------------------------------
 
 
-def test_a_download_lands_verified_in_the_cache_and_is_reused(no_mirror, monkeypatch, private_cache, server):
+def test_a_download_lands_verified_in_the_cache_and_is_reused(
+    no_mirror, monkeypatch, private_cache, server
+):
     register(monkeypatch, "sub/file.txt", server.url("file.txt"))
     path = fetch("sub/file.txt", progress=False)
     assert path == private_cache / "sub" / "file.txt"
@@ -201,34 +236,45 @@ def test_a_download_lands_verified_in_the_cache_and_is_reused(no_mirror, monkeyp
     assert files_under(private_cache) == [path]
 
 
-def test_a_corrupted_cached_copy_is_downloaded_again(no_mirror, monkeypatch, private_cache, server):
+def test_a_corrupted_cached_copy_is_downloaded_again(
+    no_mirror, monkeypatch, private_cache, server
+):
     register(monkeypatch, "file.txt", server.url("file.txt"))
     (private_cache / "file.txt").write_bytes(b"half a fi")
     assert fetch("file.txt", progress=False).read_bytes() == CONTENT
     assert server.requests == 1
 
 
-def test_a_download_with_the_wrong_checksum_leaves_nothing_behind(no_mirror, monkeypatch, private_cache, server):
+def test_a_download_with_the_wrong_checksum_leaves_nothing_behind(
+    no_mirror, monkeypatch, private_cache, server
+):
     register(monkeypatch, "file.txt", server.url("file.txt"), content=b"other bytes")
     with pytest.raises(ChecksumError, match="Nothing was saved") as caught:
         fetch("file.txt", progress=False)
-    assert server.url("file.txt") in str(caught.value) and "LLM_DATA_DIR" in str(caught.value)
+    assert server.url("file.txt") in str(caught.value) and "LLM_DATA_DIR" in str(
+        caught.value
+    )
     assert files_under(private_cache) == []
 
 
-def test_a_truncated_download_leaves_nothing_behind(no_mirror, monkeypatch, private_cache, server):
+def test_a_truncated_download_leaves_nothing_behind(
+    no_mirror, monkeypatch, private_cache, server
+):
     register(monkeypatch, "file.txt", server.url("truncated"))
     with pytest.raises(DataUnavailableError, match="file.txt"):
         fetch("file.txt", progress=False)
     assert files_under(private_cache) == []
 
 
-def test_an_interrupted_download_leaves_nothing_behind(no_mirror, monkeypatch, private_cache, server):
+def test_an_interrupted_download_leaves_nothing_behind(
+    no_mirror, monkeypatch, private_cache, server
+):
     register(monkeypatch, "file.txt", server.url("file.txt"))
 
     def interrupted(self, url, output_file, pooch_, check_only=False):
         Path(output_file).write_bytes(CONTENT[:50])
-        raise KeyboardInterrupt  # the reader pressed Ctrl-C
+        # the reader pressed Ctrl-C
+        raise KeyboardInterrupt
 
     monkeypatch.setattr(pooch.HTTPDownloader, "__call__", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -236,14 +282,20 @@ def test_an_interrupted_download_leaves_nothing_behind(no_mirror, monkeypatch, p
     assert list(private_cache.rglob("*")) == []
 
 
-def test_a_zip_member_is_extracted_and_verified(no_mirror, monkeypatch, private_cache, server):
-    register(monkeypatch, "data.tsv", server.url("archive.zip"), member="inner/data.tsv")
+def test_a_zip_member_is_extracted_and_verified(
+    no_mirror, monkeypatch, private_cache, server
+):
+    register(
+        monkeypatch, "data.tsv", server.url("archive.zip"), member="inner/data.tsv"
+    )
     path = fetch("data.tsv", progress=False)
     assert path.read_bytes() == CONTENT
     assert files_under(private_cache) == [path]
 
 
-def test_a_zip_without_the_member_is_a_clear_error(no_mirror, monkeypatch, private_cache, server):
+def test_a_zip_without_the_member_is_a_clear_error(
+    no_mirror, monkeypatch, private_cache, server
+):
     register(monkeypatch, "data.tsv", server.url("archive.zip"), member="elsewhere.tsv")
     with pytest.raises(DataUnavailableError, match="'elsewhere.tsv'"):
         fetch("data.tsv", progress=False)
@@ -254,7 +306,8 @@ def test_a_download_shows_a_progress_bar(no_mirror, monkeypatch, server, capsys)
     register(monkeypatch, "file.txt", server.url("file.txt"))
     fetch("file.txt")
     assert "100%" in (err := capsys.readouterr().err)
-    assert f"{len(CONTENT) / 1000:.2f}k/{len(CONTENT) / 1000:.2f}k" in err  # tqdm's byte counter
+    # tqdm's byte counter
+    assert f"{len(CONTENT) / 1000:.2f}k/{len(CONTENT) / 1000:.2f}k" in err
 
 
 # --- misleading situations get messages that say what is wrong ---------------
@@ -262,14 +315,18 @@ def test_a_download_shows_a_progress_bar(no_mirror, monkeypatch, server, capsys)
 
 def test_a_mirror_variable_naming_a_missing_folder_is_reported(tmp_path, monkeypatch):
     monkeypatch.setenv("LLM_DATA_DIR", str(tmp_path / "no-such-folder"))
-    with pytest.raises(DataError, match=r"LLM_DATA_DIR is set to .*no-such-folder.*does not exist"):
+    with pytest.raises(
+        DataError, match=r"LLM_DATA_DIR is set to .*no-such-folder.*does not exist"
+    ):
         fetch("the-verdict.txt")
 
 
 def test_a_mirror_variable_naming_a_file_is_reported(tmp_path, monkeypatch):
     (tmp_path / "data.txt").write_text("not a folder", encoding="utf-8")
     monkeypatch.setenv("LLM_DATA_DIR", str(tmp_path / "data.txt"))
-    with pytest.raises(DataError, match=r"LLM_DATA_DIR is set to .*data.txt.*is a file"):
+    with pytest.raises(
+        DataError, match=r"LLM_DATA_DIR is set to .*data.txt.*is a file"
+    ):
         fetch("the-verdict.txt")
 
 

@@ -33,7 +33,9 @@ def test_a_failed_write_keeps_the_old_file_and_removes_the_temporary(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 
 
-@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+@pytest.mark.parametrize(
+    "umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)]
+)
 def test_written_files_get_the_permissions_of_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
@@ -43,7 +45,9 @@ def test_written_files_get_the_permissions_of_the_umask(tmp_path, umask, mode):
     assert stat.S_IMODE(path.stat().st_mode) == mode
 
 
-def test_temporaries_of_exited_processes_are_removed_and_live_ones_kept(tmp_path, dead_pid):
+def test_temporaries_of_exited_processes_are_removed_and_live_ones_kept(
+    tmp_path, dead_pid
+):
     stale_file = tmp_path / f".a.txt.{dead_pid}.x1y2.tmp"
     stale_folder = tmp_path / f".b.bin.{dead_pid}.z3.tmp"
     live = tmp_path / f"{temporary_prefix('c.txt')}w4.tmp"
@@ -54,7 +58,9 @@ def test_temporaries_of_exited_processes_are_removed_and_live_ones_kept(tmp_path
     live.write_text("", encoding="utf-8")
     unrelated.write_text("", encoding="utf-8")
     remove_stale_temporaries(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, unrelated.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [live.name, unrelated.name]
+    )
 
 
 def test_write_atomically_cleans_up_after_a_killed_writer(tmp_path, dead_pid):

@@ -46,11 +46,15 @@ def layering_violations(chapters) -> list[str]:
         for module, code in cells:
             for imported in sorted(imported_llm_modules(code)):
                 if imported not in created:
-                    problems.append(f"{chapter}: {module} imports {imported}, which no chapter creates")
+                    problems.append(
+                        f"{chapter}: {module} imports {imported}, "
+                        "which no chapter creates"
+                    )
                 elif created[imported] > index:
                     later = chapters[created[imported]][0]
                     problems.append(
-                        f"{chapter}: {module} imports {imported}, which the later page {later} creates"
+                        f"{chapter}: {module} imports {imported}, "
+                        f"which the later page {later} creates"
                     )
     return problems
 
@@ -65,7 +69,8 @@ def test_the_check_catches_an_import_from_a_later_chapter():
         ("ch02.ipynb", [("llm.late", "thing = 1\n")]),
     ]
     assert layering_violations(chapters) == [
-        "ch01.ipynb: llm.early imports llm.late, which the later page ch02.ipynb creates"
+        "ch01.ipynb: llm.early imports llm.late, "
+        "which the later page ch02.ipynb creates"
     ]
 
 

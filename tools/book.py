@@ -12,7 +12,8 @@ CONFIG = ROOT / "_config.yml"
 
 
 def toc_files(toc_path: Path = TOC) -> list[str]:
-    """Every `file:` entry of a Jupyter Book `_toc.yml`, root first, in reading order."""
+    """Every `file:` entry of a Jupyter Book `_toc.yml`, root first, in reading
+    order."""
     toc = yaml.safe_load(toc_path.read_text(encoding="utf-8"))
     files = [toc["root"]]
 

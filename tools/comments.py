@@ -68,7 +68,9 @@ def move_comments(source: str) -> str:
         # After a wrapped statement's closing bracket, or on a statement's first
         # line, the comment explains the statement; inside brackets, its line.
         target = start if code.startswith(CLOSING) or row == start else row
-        indent = lines[target - 1][: len(lines[target - 1]) - len(lines[target - 1].lstrip())]
+        indent = lines[target - 1][
+            : len(lines[target - 1]) - len(lines[target - 1].lstrip())
+        ]
         insert.setdefault(target, []).append(indent + comment + "\n")
     result = []
     for number, line in enumerate(lines, start=1):
@@ -114,7 +116,9 @@ def files_under(paths: list[Path]) -> list[Path]:
     found = []
     for path in paths:
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*.py") if "__pycache__" not in p.parts)
+            found += sorted(
+                p for p in path.rglob("*.py") if "__pycache__" not in p.parts
+            )
             found += sorted(path.rglob("*.ipynb"))
         else:
             found.append(path)

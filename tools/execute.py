@@ -30,12 +30,16 @@ def execute(path: Path, timeout: int = 1200) -> float:
     nb = clean(nbformat.read(path, as_version=4))
     start = time.perf_counter()
     client = NotebookClient(
-        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
     )
     try:
         client.execute()
     except CellExecutionError:
-        failed = path.with_suffix(".failed.ipynb")  # for inspection; git ignores it
+        # for inspection; git ignores it
+        failed = path.with_suffix(".failed.ipynb")
         failed.write_text(serialize(nb), encoding="utf-8")
         print(f"  the cells executed so far, with their outputs, are in {failed}")
         raise
@@ -46,8 +50,12 @@ def execute(path: Path, timeout: int = 1200) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook in _toc.yml")
-    parser.add_argument("--timeout", type=int, default=1200, help="seconds allowed per cell")
+    parser.add_argument(
+        "notebooks", nargs="*", type=Path, help="default: every notebook in _toc.yml"
+    )
+    parser.add_argument(
+        "--timeout", type=int, default=1200, help="seconds allowed per cell"
+    )
     args = parser.parse_args(argv)
     for path in args.notebooks or toc_notebooks(ROOT):
         print(f"executing {path} ...", flush=True)

@@ -32,12 +32,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from book import ROOT, repository_url, toc_notebooks  # noqa: E402
 
 DISTRIBUTION = "llm-from-scratch-book"
-KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+KERNELSPEC = {
+    "display_name": "Python 3 (ipykernel)",
+    "language": "python",
+    "name": "python3",
+}
 KEPT_CELL_METADATA = ("tags", "mystnb")
 INSTALL_MARKER = "# Colab only: install the book's package"
 INSTALL_TAGS = ["remove-cell"]
 ERROR_TAGS = {"raises-exception", "nbval-raises-exception"}
-SKIP_TAG = "skip-execution"  # never executed here (needs the network); nbval skips it too
+# never executed here (needs the network); nbval skips it too
+SKIP_TAG = "skip-execution"
 
 
 def install_cell_source(root: Path = ROOT) -> str:
@@ -50,7 +55,7 @@ def install_cell_source(root: Path = ROOT) -> str:
         'if "google.colab" in sys.modules:\n'
         "    import subprocess\n"
         "\n"
-        f'    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "{requirement}"], check=True)'
+        f'    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "{requirement}"], check=True)'  # noqa: E501
     )
 
 
@@ -58,14 +63,20 @@ def clean(nb: nbformat.NotebookNode, root: Path = ROOT) -> nbformat.NotebookNode
     """Return a cleaned copy of a notebook (outputs and execution counts untouched)."""
     nb = nbformat.from_dict(json.loads(json.dumps(nb)))
     nb.nbformat, nb.nbformat_minor = 4, 5
-    nb.metadata = nbformat.from_dict({"kernelspec": KERNELSPEC, "language_info": {"name": "python"}})
+    nb.metadata = nbformat.from_dict(
+        {"kernelspec": KERNELSPEC, "language_info": {"name": "python"}}
+    )
 
     cells = []
     for cell in nb.cells:
         cell.source = cell.source.rstrip()
         if cell.cell_type == "code" and not cell.source:
             continue
-        metadata = {key: cell.metadata[key] for key in KEPT_CELL_METADATA if key in cell.metadata}
+        metadata = {
+            key: cell.metadata[key]
+            for key in KEPT_CELL_METADATA
+            if key in cell.metadata
+        }
         if "tags" in metadata:
             metadata["tags"] = sorted(set(metadata["tags"]))
             if not metadata["tags"]:
@@ -82,10 +93,13 @@ def clean(nb: nbformat.NotebookNode, root: Path = ROOT) -> nbformat.NotebookNode
         first.metadata["tags"] = INSTALL_TAGS
     else:
         new = nbformat.v4.new_code_cell(install, metadata={"tags": INSTALL_TAGS})
-        position = next((i for i, cell in enumerate(cells) if cell.cell_type == "code"), len(cells))
+        position = next(
+            (i for i, cell in enumerate(cells) if cell.cell_type == "code"), len(cells)
+        )
         cells.insert(position, new)
     nb.cells = cells
-    for cell in nb.cells:  # give any cell without an id one (nbformat 4.5)
+    # give any cell without an id one (nbformat 4.5)
+    for cell in nb.cells:
         cell.setdefault("id", nbformat.v4.new_code_cell().id)
     return nb
 
@@ -104,7 +118,8 @@ def execution_problems(nb: nbformat.NotebookNode) -> list[str]:
             problems.append(f"code cell {number} ({first_line!r}) was not executed")
         elif cell.execution_count != number:
             problems.append(
-                f"code cell {number} ({first_line!r}) has execution count {cell.execution_count}, "
+                f"code cell {number} ({first_line!r}) has execution count "
+                f"{cell.execution_count}, "
                 f"expected {number}: re-execute the notebook top to bottom"
             )
         has_error = any(output.output_type == "error" for output in cell.outputs)
@@ -119,8 +134,12 @@ def serialize(nb: nbformat.NotebookNode) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook in _toc.yml")
-    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 on any problem")
+    parser.add_argument(
+        "notebooks", nargs="*", type=Path, help="default: every notebook in _toc.yml"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 on any problem"
+    )
     args = parser.parse_args(argv)
 
     notebooks = args.notebooks or toc_notebooks(ROOT)

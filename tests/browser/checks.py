@@ -14,9 +14,15 @@ ROOT = Path(__file__).resolve().parents[2]
 SITE = ROOT / "_build" / "html"
 ARTIFACTS = ROOT / "_build" / "browser-artifacts"
 CHROMIUM_FLAGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--window-size=1280,1000",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,1000",
 ]
 
 
@@ -43,12 +49,18 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 def console_errors(driver) -> list[str]:
     """Severe messages the page logged to the browser console since the last call."""
-    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    return [
+        entry["message"]
+        for entry in driver.get_log("browser")
+        if entry["level"] == "SEVERE"
+    ]
 
 
 def load(driver, url: str) -> None:
     driver.get(url)
-    WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    WebDriverWait(driver, 20).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+    )
 
 
 def broken_images(driver) -> list[str]:
@@ -67,8 +79,13 @@ def broken_internal_links(html_file: Path, site: Path) -> list[str]:
         href = anchor["href"]
         parts = urlsplit(href)
         if parts.scheme or parts.netloc or href.startswith(("mailto:", "javascript:")):
-            continue  # external
-        target = html_file if not parts.path else (html_file.parent / unquote(parts.path)).resolve()
+            # external
+            continue
+        target = (
+            html_file
+            if not parts.path
+            else (html_file.parent / unquote(parts.path)).resolve()
+        )
         if target.is_dir():
             target = target / "index.html"
         if not target.is_file() or site.resolve() not in target.parents:

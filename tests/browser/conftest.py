@@ -16,7 +16,9 @@ from checks import ARTIFACTS, CHROMIUM_FLAGS, SITE, serve
 @pytest.fixture(scope="session")
 def site():
     if not (SITE / "intro.html").is_file():
-        pytest.fail("build the book first (make book): _build/html/intro.html is missing")
+        pytest.fail(
+            "build the book first (make book): _build/html/intro.html is missing"
+        )
     return SITE
 
 
@@ -31,14 +33,21 @@ def base_url(site):
 def driver(tmp_path_factory):
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and chromedriver):
-        pytest.fail("install Debian's chromium and chromium-driver packages for the browser tests")
+        pytest.fail(
+            "install Debian's chromium and chromium-driver packages for the "
+            "browser tests"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    options.add_argument(
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"
+    )
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    browser = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
+    browser = webdriver.Chrome(
+        options=options, service=Service(executable_path=chromedriver)
+    )
     yield browser
     browser.quit()
 

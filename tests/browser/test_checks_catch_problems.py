@@ -31,8 +31,11 @@ def test_a_broken_page_fails_every_check(driver, broken_site):
     load(driver, url + "broken.html")
     errors = console_errors(driver)
     assert any("deliberate failure" in error for error in errors)
-    assert any("missing-figure.png" in error for error in errors)  # the 404 is logged too
-    assert [src.rsplit("/", 1)[-1] for src in broken_images(driver)] == ["missing-figure.png"]
+    # the 404 is logged too
+    assert any("missing-figure.png" in error for error in errors)
+    assert [src.rsplit("/", 1)[-1] for src in broken_images(driver)] == [
+        "missing-figure.png"
+    ]
     assert broken_internal_links(folder / "broken.html", folder) == [
         "no-such-chapter.html (no such file)",
         "broken.html#no-such-section (no such anchor)",
