@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from bench.harness import Comparison
 
-TARGETS = {256: 1.4, 1024: 3.5}  # least speed-up of the fused path, by sequence length
+# least speed-up of the fused path, by sequence length
+TARGETS = {256: 1.4, 1024: 3.5}
 
 
 def explicit_attention(q, k, v):
@@ -27,7 +28,8 @@ def fused_attention(q, k, v):
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
-REPEATS = {256: 20, 1024: 2}  # passes per timed call, so that each takes ~0.2 s
+# passes per timed call, so that each takes ~0.2 s
+REPEATS = {256: 20, 1024: 2}
 
 
 def _forward_backward(attention, q, k, v, repeats: int):

@@ -17,6 +17,7 @@ Every module is tangled from the chapter notebooks named beside it:
     llm.model        chapters/ch04_gpt_model.ipynb
     llm.plot         chapters/ch01_understanding_llms.ipynb
     llm.pretrain     chapters/ch05_pretraining.ipynb
+    llm.probe        chapters/ch06c_probing.ipynb
     llm.tokenizer    chapters/ch02_text_data.ipynb
     llm.train        chapters/ch05_pretraining.ipynb
 """
