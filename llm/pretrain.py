@@ -141,8 +141,8 @@ def train_base_model(
 
 
 def base_model(device=None, settings: TrainSettings = BASE_TRAINING) -> GPTModel:
-    """The book's pretrained base model: loaded from the cache, or trained (about ten
-    minutes on a laptop CPU, a minute or less on a GPU) and cached on first use."""
+    """The book's pretrained base model: loaded from the cache, or trained (about
+    eight minutes on the book's 2-core CPU) and cached on first use."""
     path = base_model_path(settings)
     if path.is_file():
         return load_model(path, device or default_device()).eval()
