@@ -2,7 +2,7 @@
 
 import torch
 
-from bench import data
+from bench import data, lora
 from bench.harness import Comparison, Result, report, run
 
 
@@ -75,3 +75,21 @@ def test_bpe_benchmark_text_has_the_requested_length(mirror):
     from bench.bpe import book_text
 
     assert len(book_text(200_000)) == 200_000
+
+
+def test_lora_bench_sides_start_from_the_same_classifier():
+    lora_model, full_model = lora.classifier_pair("base model")
+    inputs = torch.randint(0, full_model.cfg.vocab_size, (1, 8))
+    with torch.no_grad():
+        assert torch.equal(lora_model(inputs), full_model(inputs))
+    trained = sum(p.numel() for p in lora_model.parameters() if p.requires_grad)
+    assert trained < sum(p.numel() for p in full_model.parameters()) / 20
+
+
+def test_lora_bench_optimizer_state_is_two_floats_per_trained_weight():
+    lora_model, _ = lora.classifier_pair("base model")
+    trained = sum(p.numel() for p in lora_model.parameters() if p.requires_grad)
+    memory = lora.memory_bytes("base model")
+    # AdamW keeps exp_avg and exp_avg_sq (float32) plus a scalar step per tensor
+    assert 8 * trained <= memory["ours"] < 8 * trained + 4096
+    assert memory["peer"] > 20 * memory["ours"]
