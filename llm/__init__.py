@@ -9,11 +9,14 @@ Every module is tangled from the chapter notebooks named beside it:
     llm.classify     chapters/ch06_classification.ipynb
     llm.data         chapters/ch02_text_data.ipynb
     llm.datasets     chapters/appendix_data.ipynb
+    llm.dpo          chapters/ch07b_dpo.ipynb
     llm.errors       chapters/appendix_data.ipynb
     llm.files        chapters/appendix_data.ipynb
     llm.generate     chapters/ch05_pretraining.ipynb, chapters/ch05b_kv_cache.ipynb
     llm.gpt2         chapters/ch05_pretraining.ipynb
+    llm.instruct     chapters/ch07_instruction.ipynb
     llm.kv_cache     chapters/ch05b_kv_cache.ipynb
+    llm.lora         chapters/ch06b_lora.ipynb
     llm.model        chapters/ch04_gpt_model.ipynb
     llm.plot         chapters/ch01_understanding_llms.ipynb
     llm.pretrain     chapters/ch05_pretraining.ipynb

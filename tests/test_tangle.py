@@ -155,3 +155,11 @@ def test_exported_code_has_no_undefined_or_unused_names():
     reporter = Collect()
     pyflakes.api.checkRecursive([str(ROOT / "llm")], reporter)
     assert reporter.messages == []
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_module_is_documented_in_the_api_reference(module):
+    api = (ROOT / "reference" / "api.md").read_text(encoding="utf-8")
+    assert f".. automodule:: llm.{module}\n" in api, (
+        f"reference/api.md has no section for llm.{module}: add one"
+    )
