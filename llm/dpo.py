@@ -19,7 +19,6 @@ from llm.instruct import (
     InstructionDataError,
     check_entry,
     format_prompt,
-    hidden_states,
 )
 from llm.model import GPTModel
 from llm.train import TrainLog, TrainSettings, print_progress, train
@@ -180,7 +179,7 @@ def sequence_logprobs(
     if not bool(counted.any(dim=1).all()):
         raise ValueError("a row of this batch has no target: no response to score")
     # (counted positions, emb_dim) -> (counted positions, vocab_size)
-    logits = model.out_head(hidden_states(model, inputs)[counted]).float()
+    logits = model.out_head(model.features(inputs)[counted]).float()
     token_logprobs = F.log_softmax(logits, dim=-1)
     # (counted positions,): the log-probability of each target token
     picked = token_logprobs.gather(1, targets[counted].unsqueeze(1)).squeeze(1)

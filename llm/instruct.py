@@ -21,7 +21,7 @@ from llm.checkpoint import load_model, save_checkpoint
 from llm.classify import split_examples
 from llm.datasets import DataError, cache_dir, read_text
 from llm.generate import generate
-from llm.model import GPTModel, check_token_ids
+from llm.model import GPTModel
 from llm.pretrain import base_model, base_model_path
 from llm.tokenizer import gpt2_tokenizer
 from llm.train import (
@@ -210,17 +210,6 @@ def instruction_collate(
     return inputs, targets
 
 
-def hidden_states(model: GPTModel, token_ids: torch.Tensor) -> torch.Tensor:
-    """The model's vectors after its final norm, (batch, tokens, emb_dim): its
-    forward pass without the output head."""
-    check_token_ids(token_ids, model.cfg.vocab_size)
-    positions = torch.arange(token_ids.shape[1], device=token_ids.device)
-    x = model.drop_emb(model.tok_emb(token_ids) + model.pos_emb(positions))
-    for block in model.blocks:
-        x = block(x)
-    return model.final_norm(x)
-
-
 def masked_loss(
     model: GPTModel,
     inputs: torch.Tensor,
@@ -235,7 +224,7 @@ def masked_loss(
     if not bool(counted.any()):
         raise ValueError("every target of this batch is ignored: no loss to compute")
     # (counted positions, emb_dim) -> (counted positions, vocab_size)
-    logits = model.out_head(hidden_states(model, inputs)[counted])
+    logits = model.out_head(model.features(inputs)[counted])
     return F.cross_entropy(logits.float(), targets[counted])
 
 

@@ -170,6 +170,13 @@ class GPTModel(nn.Module):
         With a `cache` (`llm.kv_cache.KVCache`, chapter 5b) the tokens continue
         the `cache.length` positions stored in it, and their keys and values are
         added to it."""
+        # (batch, tokens, vocab_size)
+        return self.out_head(self.features(token_ids, cache))
+
+    def features(self, token_ids: torch.Tensor, cache=None) -> torch.Tensor:
+        """The vectors the output head reads, (batch, tokens, emb_dim): the
+        forward pass up to the final norm. Later chapters use it to apply the
+        head only where it is needed."""
         check_token_ids(token_ids, self.cfg.vocab_size)
         tokens = token_ids.shape[1]
         offset = 0 if cache is None else cache.length
@@ -186,8 +193,7 @@ class GPTModel(nn.Module):
         layer_caches = [None] * len(self.blocks) if cache is None else cache.layers
         for block, layer_cache in zip(self.blocks, layer_caches, strict=True):
             x = block(x, layer_cache)
-        # (batch, tokens, vocab_size)
-        return self.out_head(self.final_norm(x))
+        return self.final_norm(x)
 
 
 def flops_per_token(

@@ -29,7 +29,6 @@ from llm.instruct import (
     format_example,
     format_prompt,
     generate_response,
-    hidden_states,
     instruct_model,
     instruct_model_path,
     instruction_collate,
@@ -214,15 +213,6 @@ def test_the_end_of_text_target_is_the_only_one_after_each_response():
 
 
 # ---- the loss ----
-
-
-def test_hidden_states_are_the_forward_pass_without_the_head(make_tiny_model):
-    model = make_tiny_model()
-    token_ids = torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        torch.testing.assert_close(
-            model.out_head(hidden_states(model, token_ids)), model(token_ids)
-        )
 
 
 @pytest.mark.parametrize("mask_prompt", [False, True])

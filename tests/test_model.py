@@ -191,3 +191,12 @@ def test_flops_per_token_counts_matmuls_and_attention():
     assert flops_per_token(cfg) == 2 * matmul_parameters + 4 * 12 * 1024 * 768
     three_times = 3 * flops_per_token(cfg, tokens=256)
     assert flops_per_token(cfg, tokens=256, training=True) == three_times
+
+
+def test_features_are_the_forward_pass_without_the_head(make_tiny_model):
+    model = make_tiny_model()
+    token_ids = torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.out_head(model.features(token_ids)), model(token_ids)
+        )
