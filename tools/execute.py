@@ -6,7 +6,9 @@
 
 Each notebook runs in a fresh `python3` kernel with its own folder as the
 working directory, so it sees exactly what a reader's run would see. Set
-`LLM_DATA_DIR` to a data mirror to run offline.
+`LLM_DATA_DIR` to a data mirror to run offline. The time each one took is
+recorded in chapters/run_times.json, from which every page shows how long it
+runs (`_ext/run_time.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from nbclient.exceptions import CellExecutionError
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from book import ROOT, toc_notebooks  # noqa: E402
 from nbclean import clean, serialize  # noqa: E402
+from run_times import record_run_time  # noqa: E402
 
 
 def execute(path: Path, timeout: int = 1200) -> float:
@@ -59,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for path in args.notebooks or toc_notebooks(ROOT):
         print(f"executing {path} ...", flush=True)
-        print(f"  done in {execute(path.resolve(), args.timeout):.1f} s", flush=True)
+        seconds = execute(path.resolve(), args.timeout)
+        record_run_time(path.resolve(), seconds)
+        print(f"  done in {seconds:.1f} s", flush=True)
     return 0
 
 

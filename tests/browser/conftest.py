@@ -5,12 +5,17 @@ from Debian's packages (`chromium`, `chromium-driver`); no browser is downloaded
 """
 
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
 from checks import ARTIFACTS, CHROMIUM_FLAGS, SITE, serve
+
+# the book's tools (run_times) for the tests that compare pages with them
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from checks import broken_images, broken_internal_links, console_errors, load, toc_pages
+from run_times import MACHINE, describe_run_time, read_run_times
 
 PAGES = toc_pages()
 CHAPTERS = [page for page in PAGES if page.startswith("chapters/ch")]
@@ -33,6 +34,14 @@ def test_chapters_show_code_outputs_and_figures(driver, base_url, page):
     assert driver.find_elements(By.CSS_SELECTOR, "div.cell_output")
     figures = driver.find_elements(By.CSS_SELECTOR, "figure img")
     assert figures and all(image.get_property("naturalWidth") > 0 for image in figures)
+
+
+@pytest.mark.parametrize("page", CHAPTERS)
+def test_chapters_say_how_long_they_run_under_the_title(driver, base_url, page):
+    seconds = read_run_times()[page.removesuffix(".html") + ".ipynb"]
+    load(driver, base_url + page)
+    note = driver.find_element(By.CSS_SELECTOR, "article h1 + p.run-time")
+    assert note.text == f"This page runs in {describe_run_time(seconds)} on {MACHINE}."
 
 
 @pytest.mark.parametrize(
