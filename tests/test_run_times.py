@@ -32,7 +32,8 @@ def test_run_time_phrase_rounds_to_whole_minutes(seconds, phrase):
 
 
 def test_far_from_ignores_small_and_flags_large_differences():
-    assert not far_from(50, 10)  # five times, but under a minute apart
+    # five times as long, but under a minute apart
+    assert not far_from(50, 10)
     assert not far_from(300, 200)
     assert far_from(500, 200)
     assert far_from(100, 300)
