@@ -18,7 +18,18 @@ from pathlib import Path
 
 import torch
 
-from bench import attention, bpe, data, generation, hardware, lora, training
+from bench import (
+    attention,
+    bpe,
+    data,
+    distributed,
+    generation,
+    hardware,
+    lora,
+    quantize,
+    serving,
+    training,
+)
 from bench.harness import report, run
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -29,6 +40,9 @@ GROUPS = {
     "training": training,
     "generation": generation,
     "lora": lora,
+    "serving": serving,
+    "quantize": quantize,
+    "distributed": distributed,
 }
 
 
@@ -81,6 +95,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{lora_memory['peer'] / 2**20:.1f} MiB"
         )
 
+    quantize_loss = quantize.validation_loss_change() if "quantize" in chosen else None
+    if quantize_loss:
+        print(
+            f"base model validation loss: fp32 {quantize_loss['float32']:.4f}, "
+            f"int8 {quantize_loss['int8']:.4f} ({quantize_loss['change']:+.3%}), "
+            f"torchao {quantize_loss['torchao']:.4f} "
+            f"({quantize_loss['torchao_change']:+.3%})"
+        )
+
     # Groups not run this time keep their previous results.
     previous = _previous_results()
     fresh = [{"group": name, **result.as_dict()} for name, result in results]
@@ -107,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                 "memory_bytes": memory or previous.get("memory_bytes"),
                 "lora_optimizer_bytes": lora_memory
                 or previous.get("lora_optimizer_bytes"),
+                "quantize_validation_loss": quantize_loss
+                or previous.get("quantize_validation_loss"),
             },
             indent=2,
         )

@@ -3,12 +3,17 @@
 
 Every module is tangled from the chapter notebooks named beside it:
 
+    llm.__main__     chapters/ch08_practice.ipynb
     llm.attention    chapters/ch03_attention.ipynb
+    llm.batching     chapters/ch08b_serving.ipynb
     llm.bpe          chapters/ch02b_bpe.ipynb
+    llm.chat         chapters/ch08_practice.ipynb
     llm.checkpoint   chapters/ch05_pretraining.ipynb
-    llm.classify     chapters/ch06_classification.ipynb
+    llm.classify     chapters/ch06_classification.ipynb, chapters/ch08_practice.ipynb
+    llm.cli          chapters/ch08_practice.ipynb
     llm.data         chapters/ch02_text_data.ipynb
     llm.datasets     chapters/appendix_data.ipynb
+    llm.distributed  chapters/ch08d_distributed.ipynb
     llm.dpo          chapters/ch07b_dpo.ipynb
     llm.errors       chapters/appendix_data.ipynb
     llm.files        chapters/appendix_data.ipynb
@@ -21,6 +26,8 @@ Every module is tangled from the chapter notebooks named beside it:
     llm.plot         chapters/ch01_understanding_llms.ipynb
     llm.pretrain     chapters/ch05_pretraining.ipynb
     llm.probe        chapters/ch06c_probing.ipynb
+    llm.quantize     chapters/ch08c_quantization.ipynb
+    llm.server       chapters/ch08b_serving.ipynb
     llm.tokenizer    chapters/ch02_text_data.ipynb
     llm.train        chapters/ch05_pretraining.ipynb
 """

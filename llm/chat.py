@@ -190,6 +190,29 @@ class ContextOverflowError(LLMError, ValueError):
     model's context, even with every earlier turn dropped."""
 
 
+def fit_messages(messages: list[dict], tokenizer, room: int) -> tuple[list[int], int]:
+    """The token ids of `chat_prompt(messages)`, with the oldest messages left
+    out until the prompt has at most `room` tokens; also how many were left out.
+
+    A sliding context that drops whole messages: the prompt always starts at a
+    user message (a leading system message stays), so the model never sees
+    half a turn. ContextOverflowError if even the last message alone does not
+    fit."""
+    _check_messages(messages)
+    system = list(messages[:1]) if messages[0]["role"] == "system" else []
+    turns = list(messages[len(system) :])
+    for start, turn in enumerate(turns):
+        if turn["role"] != "user":
+            continue
+        ids = tokenizer.encode_ordinary(chat_prompt(system + turns[start:]))
+        if len(ids) <= room:
+            return ids, start
+    raise ContextOverflowError(
+        f"the message needs {len(ids)} prompt tokens, more than the {room} of "
+        "the context"
+    )
+
+
 class ChatSession:
     """A multi-turn chat with an instruction-following model.
 
@@ -246,18 +269,16 @@ class ChatSession:
         system = [{"role": "system", "content": self.system}] if self.system else []
         turns = [*self.messages, {"role": "user", "content": message}]
         room = self.model.cfg.context_length - self.max_new_tokens
-        # drop whole (user, assistant) turns
-        for start in range(0, len(turns), 2):
-            ids = self.tokenizer.encode_ordinary(chat_prompt(system + turns[start:]))
-            if len(ids) <= room:
-                self.dropped, self.prompt_length = start, len(ids)
-                return ids
-        raise ContextOverflowError(
-            f"the message needs {len(ids)} prompt tokens, more than the {room} of "
-            f"the context ({self.model.cfg.context_length} tokens, "
-            f"{self.max_new_tokens} kept for the reply); send a shorter message "
-            "or ask for fewer new tokens"
-        )
+        try:
+            ids, self.dropped = fit_messages(system + turns, self.tokenizer, room)
+        except ContextOverflowError as error:
+            raise ContextOverflowError(
+                f"{error} ({self.model.cfg.context_length} tokens, "
+                f"{self.max_new_tokens} kept for the reply); send a shorter message "
+                "or ask for fewer new tokens"
+            ) from None
+        self.prompt_length = len(ids)
+        return ids
 
     def stream(self, message: str) -> Iterator[str]:
         """Send `message` and return an iterator over the reply's pieces, yielded

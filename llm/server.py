@@ -23,7 +23,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from llm.batching import ContinuousBatcher, Request
-from llm.chat import CHAT_STOP, TextDecoder, chat_prompt, fit_context
+from llm.chat import (
+    CHAT_STOP,
+    ContextOverflowError,
+    TextDecoder,
+    chat_prompt,
+    fit_context,
+    fit_messages,
+)
 from llm.instruct import instruct_model
 from llm.pretrain import base_model
 from llm.tokenizer import gpt2_tokenizer
@@ -319,23 +326,24 @@ def _completion_prompt(body: CompletionRequest, tokenizer) -> list[int]:
 
 
 async def _start_job(
-    host, body, prompt_ids, max_tokens: int | None, default: int, stops
+    host, body, fit_prompt, max_tokens: int | None, default: int, stops
 ) -> tuple[Job, str]:
     """Check what depends on the model, queue the job, return it with its id.
-    Without `max_tokens`, `default` tokens, at most half the context."""
+    Without `max_tokens`, `default` tokens, at most half the context.
+    `fit_prompt(room)` gives the prompt's token ids, at most `room` of them."""
     scheduler = await asyncio.to_thread(host.scheduler, body.model)
     if max_tokens is None:
         max_tokens = min(default, scheduler.context_length // 2)
-    try:
-        prompt_ids = fit_context(prompt_ids, scheduler.context_length, max_tokens)
-    except ValueError:
+    room = scheduler.context_length - max_tokens
+    if room < 1:
         raise APIError(
             400,
             f"max_tokens={max_tokens} leaves no room for a prompt: the model's "
             f"context is {scheduler.context_length} tokens; ask for fewer",
             param="max_tokens",
             code="context_length_exceeded",
-        ) from None
+        )
+    prompt_ids = fit_prompt(room)
     generator = None
     if body.seed is not None:
         generator = torch.Generator(device=scheduler.device).manual_seed(body.seed)
@@ -496,8 +504,12 @@ def create_app(
     async def completions(body: CompletionRequest):
         stops = _stop_strings(body.stop)
         prompt_ids = _completion_prompt(body, host.tokenizer)
+
+        def fit_prompt(room: int) -> list[int]:
+            return fit_context(prompt_ids, room, 0)
+
         job, job_id = await _start_job(
-            host, body, prompt_ids, body.max_tokens, COMPLETION_MAX_TOKENS, stops
+            host, body, fit_prompt, body.max_tokens, COMPLETION_MAX_TOKENS, stops
         )
         return await _answer(job, body, "text_completion", f"cmpl-{job_id}")
 
@@ -506,13 +518,21 @@ def create_app(
         # the chat template's own section headers end a reply too
         stops = [*CHAT_STOP, *_stop_strings(body.stop)]
         try:
-            prompt = chat_prompt(body.messages)
+            chat_prompt(body.messages)
         except (TypeError, ValueError) as error:
             raise APIError(400, str(error), param="messages") from None
-        prompt_ids = host.tokenizer.encode_ordinary(prompt)
+
+        def fit_prompt(room: int) -> list[int]:
+            try:
+                return fit_messages(body.messages, host.tokenizer, room)[0]
+            except ContextOverflowError:
+                # the last message alone is too long: keep the prompt's end
+                whole = host.tokenizer.encode_ordinary(chat_prompt(body.messages))
+                return fit_context(whole, room, 0)
+
         max_tokens = body.max_completion_tokens or body.max_tokens
         job, job_id = await _start_job(
-            host, body, prompt_ids, max_tokens, CHAT_MAX_TOKENS, stops
+            host, body, fit_prompt, max_tokens, CHAT_MAX_TOKENS, stops
         )
         return await _answer(job, body, "chat.completion", f"chatcmpl-{job_id}")
 

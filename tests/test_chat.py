@@ -14,6 +14,7 @@ from llm.chat import (
     TextDecoder,
     chat_prompt,
     fit_context,
+    fit_messages,
 )
 from llm.generate import generate
 from llm.instruct import PROMPT_PREAMBLE, format_prompt
@@ -188,6 +189,37 @@ def test_fit_context_keeps_the_latest_tokens_that_leave_room(ids, context, new):
 def test_fit_context_refuses_bad_sizes(context, new):
     with pytest.raises(ValueError):
         fit_context([1, 2], context, new)
+
+
+# ---- fit_messages ----
+
+CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    user("Name a color."),
+    {"role": "assistant", "content": "Red."},
+    user("Another one, please, and say why you chose it."),
+    {"role": "assistant", "content": "Blue, because the sky is blue."},
+    user("And a third?"),
+]
+
+
+def test_fit_messages_drops_the_oldest_whole_turns_and_keeps_the_system_message():
+    whole = TOKENIZER.encode_ordinary(chat_prompt(CONVERSATION))
+    assert fit_messages(CONVERSATION, TOKENIZER, len(whole)) == (whole, 0)
+    ids, dropped = fit_messages(CONVERSATION, TOKENIZER, len(whole) - 1)
+    assert dropped == 2
+    assert ids == TOKENIZER.encode_ordinary(
+        chat_prompt([CONVERSATION[0], *CONVERSATION[3:]])
+    )
+    last_only = TOKENIZER.encode_ordinary(
+        chat_prompt([CONVERSATION[0], user("And a third?")])
+    )
+    assert fit_messages(CONVERSATION, TOKENIZER, len(last_only)) == (last_only, 4)
+
+
+def test_fit_messages_refuses_when_the_last_message_alone_does_not_fit():
+    with pytest.raises(ContextOverflowError, match="more than the 10"):
+        fit_messages(CONVERSATION, TOKENIZER, 10)
 
 
 # ---- ChatSession ----

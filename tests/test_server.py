@@ -17,7 +17,7 @@ import openai
 import pytest
 import torch
 
-from llm.chat import CHAT_STOP, chat_prompt
+from llm.chat import CHAT_STOP, chat_prompt, fit_messages
 from llm.generate import generate
 from llm.instruct import JudgeError, JudgeUnavailableError, judge_score
 from llm.model import GPTConfig, GPTModel
@@ -148,6 +148,33 @@ def test_a_chat_completion_answers_the_chat_template_prompt(
     message = answer.choices[0].message
     assert (message.role, message.content) == ("assistant", text)
     assert answer.object == "chat.completion"
+
+
+def test_a_long_chat_drops_its_oldest_turns_whole(client, reference, tokenizer):
+    turns = [
+        message
+        for i in range(8)
+        for message in (
+            {"role": "user", "content": f"Question {i}: " + "why " * 10},
+            {"role": "assistant", "content": "Because. " * 10},
+        )
+    ]
+    messages = [*turns, {"role": "user", "content": "Last question?"}]
+    room = reference["book-instruct"].cfg.context_length - 8
+    ids, dropped = fit_messages(messages, tokenizer, room)
+    assert dropped > 0
+    answer = client.chat.completions.create(
+        model="book-instruct", messages=messages, max_tokens=8, temperature=0
+    )
+    assert answer.usage.prompt_tokens == len(ids)
+    text, _ = solo_text(
+        reference["book-instruct"],
+        tokenizer,
+        chat_prompt(messages[dropped:]),
+        8,
+        CHAT_STOP,
+    )
+    assert answer.choices[0].message.content == text
 
 
 def test_streamed_chunks_join_to_the_whole_text(client, reference, tokenizer):
@@ -362,7 +389,8 @@ def test_a_client_that_disconnects_mid_stream_frees_its_slot(server):
 
 def test_chapter_7s_judge_reaches_this_server(server):
     url = server[0]
-    before = stats(url)["book-instruct"]["finished"]
+    # the model is loaded when first asked for; before that it has no stats
+    before = stats(url).get("book-instruct", {}).get("finished", 0)
     entry = {"instruction": "Name a primary colour.", "input": "", "output": "Red."}
     # the random model does not reply with a lone number; whatever it says, the
     # request must arrive and come back as a chat completion
