@@ -172,8 +172,13 @@ def test_ctrl_c_ends_the_chat_quietly_with_status_130(model_file):
     # the reply: the chat now waits for the next line
     chat.stdout.readline()
     chat.send_signal(signal.SIGINT)
-    _, stderr = chat.communicate(timeout=60)
-    assert chat.returncode == 130
+    # stdin stays open, so that only the interrupt can end the chat (closing it
+    # first would let the chat end at end-of-input, with status 0)
+    assert chat.wait(timeout=60) == 130
+    stderr = chat.stderr.read()
+    chat.stdin.close()
+    chat.stdout.close()
+    chat.stderr.close()
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
 
 
