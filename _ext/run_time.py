@@ -14,11 +14,11 @@ from run_times import MACHINE, RUN_TIMES, describe_run_time, read_run_times  # n
 
 
 def add_run_time(app, doctree) -> None:
+    # rebuild the page when the recorded times change (a first one included)
+    app.env.note_dependency(str(RUN_TIMES))
     seconds = read_run_times().get(f"{app.env.docname}.ipynb")
     if seconds is None:
         return
-    # rebuild the page when the recorded times change
-    app.env.note_dependency(str(RUN_TIMES))
     section = next(iter(doctree.findall(nodes.section)), None)
     if section is None:
         return

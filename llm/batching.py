@@ -296,7 +296,7 @@ class ContinuousBatcher:
         return len(self._waiting)
 
     def submit(self, request: Request) -> int:
-        """Queue `request`; return the number its `TokenEvent`s will carry."""
+        """Queue `request`; return the number its `TokenEvent` objects will carry."""
         if not isinstance(request, Request):
             raise TypeError(f"submit takes a Request, got {type(request).__name__}")
         needed = len(request.prompt_ids) + request.max_new_tokens - 1
