@@ -1,7 +1,7 @@
 """Generation with GPT-2 small's shape: the KV cache against no cache and against
 transformers' `generate`, bf16 weights against fp32, decoding against the
-memory-bandwidth floor, and the row-split matrix-vector product against one
-library call per layer.
+read-bandwidth floor (reading its weights once per step), and the row-split
+matrix-vector product against one library call per layer.
 """
 
 import contextlib
@@ -40,17 +40,19 @@ def _decode_steps(model, prompt: torch.Tensor, row_split: bool = True):
     return steps
 
 
-def _copies(n_bytes: int, times: int):
-    """Copy a buffer of `n_bytes` `times` times. The copy bandwidth is bytes
-    copied per second, so this takes n_bytes * times / bandwidth: the floor."""
+def _reads(n_bytes: int, times: int):
+    """Read a buffer of `n_bytes` `times` times, by summing it, as
+    `bench.hardware` measures the read bandwidth. A decode step only reads its
+    weights, so reading as many bytes, at the read bandwidth, is its floor: this
+    takes n_bytes * times / bandwidth. (A copy would be the wrong floor: it reads
+    each byte and also writes it, so the memory moves twice as many.)"""
     source = torch.ones(n_bytes // 4)
-    target = torch.empty_like(source)
 
-    def copy_all():
+    def read_all():
         for _ in range(times):
-            target.copy_(source)
+            source.sum()
 
-    return copy_all
+    return read_all
 
 
 def comparisons() -> list[Comparison]:
@@ -104,12 +106,17 @@ def comparisons() -> list[Comparison]:
             name="decoding: bandwidth floor",
             description=(
                 f"{DECODE_STEPS} fp32 decode steps after a {PROMPT}-token prefill vs "
-                f"copying the {weight_bytes / 1e6:.0f} MB of matrix weights "
-                f"{DECODE_STEPS} times; the ratio is the fraction of the floor speed"
+                f"reading (summing) the {weight_bytes / 1e6:.0f} MB of matrix weights "
+                f"{DECODE_STEPS} times; the ratio is the fraction of the read "
+                "bandwidth floor's speed that decoding reaches"
             ),
             ours=_decode_steps(model, prompt),
-            peer=_copies(weight_bytes, DECODE_STEPS),
-            target=0.8,
+            peer=_reads(weight_bytes, DECODE_STEPS),
+            # Below 1: a floor cannot be beaten, and a decode step does more than
+            # stream its weights (many small kernels besides the matrix-vector
+            # products), so it reaches only part of the floor's speed; measured
+            # 0.5-0.75 as this machine's memory bandwidth drifts between runs.
+            target=0.4,
         ),
         Comparison(
             name="decoding: row split vs one call",
