@@ -27,11 +27,20 @@ CHROMIUM_FLAGS = [
 
 
 def toc_pages() -> list[str]:
-    """Every page of the table of contents, as its path in the built site."""
+    """Every page of the table of contents, sections included, as its path in
+    the built site."""
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+
+    def files(entries: list[dict]) -> list[str]:
+        found = []
+        for entry in entries:
+            found.append(entry["file"])
+            found += files(entry.get("sections", []))
+        return found
+
     pages = [toc["root"]]
     for part in toc.get("parts", []):
-        pages += [chapter["file"] for chapter in part.get("chapters", [])]
+        pages += files(part.get("chapters", []))
     return [page + ".html" for page in pages]
 
 
