@@ -6,11 +6,13 @@
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from llm.checkpoint import load_model, save_checkpoint
 from llm.data import SlidingWindowDataset
@@ -91,7 +93,7 @@ BASE_MODEL_CONFIG = GPTConfig(
 
 # How the base model is trained: with BASE_MODEL_CONFIG, the recipe of the model
 BASE_TRAINING = TrainSettings(
-    max_steps=200,
+    max_steps=270,
     batch_size=16,
     eval_every=50,
     eval_batches=8,
@@ -101,6 +103,7 @@ BASE_TRAINING = TrainSettings(
     warmup_steps=20,
     min_lr_ratio=0.1,
     max_grad_norm=1.0,
+    precision="bf16",
     seed=123,
 )
 
@@ -148,3 +151,52 @@ def base_model(device=None, settings: TrainSettings = BASE_TRAINING) -> GPTModel
         return load_model(path, device or default_device()).eval()
     model, _ = train_base_model(settings, device=device)
     return model
+
+
+def token_byte_lengths() -> torch.Tensor:
+    """How many bytes of UTF-8 text each GPT-2 token id stands for, (vocab_size,).
+    `<|endoftext|>` marks a boundary between documents and stands for no text: 0."""
+    tokenizer = gpt2_tokenizer()
+    lengths = torch.tensor(
+        [len(tokenizer.decode_single_token_bytes(i)) for i in range(tokenizer.n_vocab)]
+    )
+    lengths[tokenizer.eot_token] = 0
+    return lengths
+
+
+def held_out_loss(
+    model: GPTModel, n_windows: int = 512, batch_size: int = 8
+) -> tuple[float, float]:
+    """(loss in nats per token, bits per byte) of `model` on `n_windows` windows of
+    its context length, spread evenly over the held-out books.
+
+    Bits per byte is the summed loss in bits divided by the UTF-8 bytes of the
+    predicted tokens: unlike a loss per token, it does not depend on the tokenizer.
+    """
+    _, val_ids = gutenberg_token_ids()
+    context = model.cfg.context_length
+    data = SlidingWindowDataset(val_ids, context, stride=context)
+    if isinstance(n_windows, bool) or not isinstance(n_windows, int):
+        raise ValueError(f"n_windows must be an integer, got {n_windows!r}")
+    if not 1 <= n_windows <= len(data):
+        raise ValueError(
+            f"n_windows must be between 1 and {len(data)}, the number of held-out "
+            f"windows of {context} tokens; got {n_windows}"
+        )
+    rows = torch.linspace(0, len(data) - 1, n_windows).round().long()
+    device = next(model.parameters()).device
+    nats = 0.0
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, n_windows, batch_size):
+            batch = rows[start : start + batch_size]
+            # (batch, tokens, vocab_size)
+            logits = model(data.inputs[batch].to(device))
+            targets = data.targets[batch].to(device)
+            nats += F.cross_entropy(
+                logits.flatten(0, 1).float(), targets.flatten(), reduction="sum"
+            ).item()
+    model.train(was_training)
+    n_bytes = token_byte_lengths()[data.targets[rows]].sum().item()
+    return nats / (n_windows * context), nats / math.log(2) / n_bytes

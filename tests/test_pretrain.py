@@ -1,10 +1,14 @@
-"""llm.pretrain: Gutenberg cleaning, the token cache, and the cached base model."""
+"""llm.pretrain: Gutenberg cleaning, the token cache, the cached base model, and
+its held-out score."""
+
+import math
 
 import pytest
 import torch
 
 from llm import pretrain
 from llm.datasets import gutenberg_books
+from llm.model import GPTModel
 from llm.pretrain import (
     BASE_MODEL_CONFIG,
     BASE_TRAINING,
@@ -12,8 +16,11 @@ from llm.pretrain import (
     base_model_path,
     clean_gutenberg,
     gutenberg_token_ids,
+    held_out_loss,
+    token_byte_lengths,
     validation_books,
 )
+from llm.tokenizer import gpt2_tokenizer
 
 SAMPLE = (
     "\ufeffThe Project Gutenberg eBook of A Made-Up Tale\r\n\r\n"
@@ -110,20 +117,21 @@ def test_base_model_trains_on_a_cold_cache_and_loads_on_a_warm_one(mirror, monke
 
 def test_the_cache_name_changes_with_the_recipe():
     assert base_model_path() == base_model_path(BASE_TRAINING.replace())
-    for changes in [{"max_steps": 261}, {"lr": 1e-3}, {"precision": "bf16"}]:
+    for changes in [{"max_steps": 261}, {"lr": 1e-3}, {"precision": "fp32"}]:
         assert base_model_path(BASE_TRAINING.replace(**changes)) != base_model_path()
 
 
 def test_the_base_recipe_is_the_books():
     assert (BASE_MODEL_CONFIG.emb_dim, BASE_MODEL_CONFIG.n_layers) == (256, 4)
     recipe = BASE_TRAINING
-    assert (recipe.max_steps, recipe.batch_size, recipe.lr) == (200, 16, 2e-3)
+    assert (recipe.max_steps, recipe.batch_size, recipe.lr) == (270, 16, 2e-3)
     assert (recipe.schedule, recipe.warmup_steps, recipe.min_lr_ratio) == (
         "cosine",
         20,
         0.1,
     )
     assert recipe.max_grad_norm == 1.0 and recipe.seed == 123
+    assert recipe.precision == "bf16"
 
 
 def test_training_the_base_model_leaves_the_callers_random_state_alone(
@@ -137,3 +145,48 @@ def test_training_the_base_model_leaves_the_callers_random_state_alone(
     torch.manual_seed(5)
     _, log = pretrain.train_base_model(quick, device="cpu", on_eval=None)
     assert torch.equal(torch.rand(2), expected) and log.step == 1
+
+
+def test_token_byte_lengths_add_up_to_the_utf8_length_of_a_text():
+    tokenizer = gpt2_tokenizer()
+    text = "Caf\u00e9 na\u00efve \u2014 \u65e5\u672c, 1234 tokens!"
+    ids = tokenizer.encode_ordinary(text)
+    lengths = token_byte_lengths()
+    assert lengths.shape == (50257,)
+    assert lengths[ids].sum().item() == len(text.encode("utf-8"))
+    assert lengths[tokenizer.encode_ordinary(" the")[0]] == 4
+    # <|endoftext|> separates documents and stands for no text
+    assert lengths[tokenizer.eot_token] == 0
+
+
+def test_a_uniform_model_scores_the_log_of_the_vocabulary_on_held_out_text(
+    mirror, tiny_config
+):
+    torch.manual_seed(0)
+    model = GPTModel(tiny_config.replace(vocab_size=50257, context_length=32))
+    # All logits zero: every token gets probability 1 / 50257
+    torch.nn.init.zeros_(model.out_head.weight)
+    model.train()
+    loss, bits_per_byte = held_out_loss(model, n_windows=6, batch_size=4)
+    assert loss == pytest.approx(math.log(50257), rel=1e-5)
+    _, val_ids = gutenberg_token_ids()
+    windows = val_ids[: len(val_ids) - (len(val_ids) - 1) % 32]
+    targets = windows[1:].view(-1, 32)
+    rows = torch.linspace(0, len(targets) - 1, 6).round().long()
+    tokenizer = gpt2_tokenizer()
+    eot = tokenizer.eot_token
+    predicted = [t for t in targets[rows].flatten().tolist() if t != eot]
+    n_bytes = len(tokenizer.decode_bytes(predicted))
+    expected = 6 * 32 * math.log2(50257) / n_bytes
+    assert bits_per_byte == pytest.approx(expected, rel=1e-5)
+    # The caller's mode is restored
+    assert model.training
+
+
+@pytest.mark.parametrize("n_windows", [0, 10**9, 2.5, True])
+def test_held_out_loss_rejects_a_window_count_outside_the_books(
+    mirror, tiny_config, n_windows
+):
+    model = GPTModel(tiny_config.replace(vocab_size=50257))
+    with pytest.raises(ValueError, match="n_windows must be"):
+        held_out_loss(model, n_windows=n_windows)
