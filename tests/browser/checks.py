@@ -100,7 +100,14 @@ def broken_internal_links(html_file: Path, site: Path) -> list[str]:
         if not target.is_file() or site.resolve() not in target.parents:
             problems.append(f"{href} (no such file)")
         elif parts.fragment and target.suffix == ".html":
-            page = BeautifulSoup(target.read_text(encoding="utf-8"), "html.parser")
-            if page.find(id=unquote(parts.fragment)) is None:
+            if unquote(parts.fragment) not in element_ids(target):
                 problems.append(f"{href} (no such anchor)")
     return problems
+
+
+@functools.cache
+def element_ids(html_file: Path) -> frozenset[str]:
+    """The ids of a built page's elements, the targets of its anchors. Read once
+    per page: a page links to many anchors, and pages share link targets."""
+    soup = BeautifulSoup(html_file.read_text(encoding="utf-8"), "html.parser")
+    return frozenset(tag["id"] for tag in soup.find_all(id=True))
