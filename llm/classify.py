@@ -356,8 +356,8 @@ def train_spam_classifier(
 def spam_classifier(
     device=None, settings: TrainSettings = SPAM_TRAINING
 ) -> SequenceClassifier:
-    """Chapter 6's spam classifier: loaded from the cache, or trained (about
-    eight minutes on the book's 2-core CPU) and cached on first use."""
+    """Chapter 6's spam classifier: loaded from the cache, or trained (about a
+    minute on the book's 2-core CPU) and cached on first use."""
     path = spam_classifier_path(settings)
     if path.is_file():
         return load_classifier(path, device or default_device())
