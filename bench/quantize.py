@@ -11,7 +11,6 @@ cannot reshape torchao's int8 tensors).
 """
 
 import copy
-import functools
 import logging
 
 import torch
@@ -26,8 +25,8 @@ PROMPT_TOKENS, NEW_TOKENS = 16, 32
 
 
 def torchao_int8(model: nn.Module) -> nn.Module:
-    """A copy of `model` with torchao's int8 weight-only quantization, whose
-    linear layers are exempt from `row_split_matvec`."""
+    """A copy of `model` with torchao's int8 weight-only quantization (its
+    tensor-subclass weights are left alone by `row_split_matvec`)."""
     # torchao logs harmless notes about GPU kernels it cannot load on a CPU
     for name in ("torchao", "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -35,10 +34,6 @@ def torchao_int8(model: nn.Module) -> nn.Module:
 
     quantized = copy.deepcopy(model)
     quantize_(quantized, Int8WeightOnlyConfig())
-    for module in quantized.modules():
-        if isinstance(module, nn.Linear):
-            # row_split_matvec skips a layer whose forward is set on it
-            module.forward = functools.partial(nn.Linear.forward, module)
     return quantized
 
 

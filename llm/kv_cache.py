@@ -121,8 +121,10 @@ def row_split_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """`layer(x)` for float32 `x` of shape (batch, 1, in_features) on a CPU,
     computed as one `torch.bmm` over row blocks of the weight, one block per
     thread (at most one block per row), so that every core works on the
-    matrix-vector product. With a single thread or a single row, and for any
-    other input, the layer computes it in the usual way."""
+    matrix-vector product. With a single thread or a single row, for any other
+    input, and for a weight that is not a plain tensor (a quantized tensor
+    subclass, say, which may not support the split), the layer computes it in
+    the usual way."""
     weight = layer.weight
     out_features = weight.shape[0]
     blocks = min(torch.get_num_threads(), out_features)
@@ -130,6 +132,7 @@ def row_split_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     on_cpu_in_float32 = (
         x.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
+        and type(weight) in (torch.Tensor, nn.Parameter)
         and weight.is_contiguous()
     )
     if blocks < 2 or not single_position or not on_cpu_in_float32:

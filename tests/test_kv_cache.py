@@ -280,3 +280,17 @@ def test_nested_row_split_matvec_leaves_the_outer_switch_in_place(model):
             pass
         still_switched = "forward" in vars(model.out_head)
     assert still_switched and "forward" not in vars(model.out_head)
+
+
+def test_a_quantized_tensor_subclass_weight_keeps_its_own_product():
+    torchao_quantization = pytest.importorskip("torchao.quantization")
+    torch.manual_seed(0)
+    layer = torch.nn.Sequential(torch.nn.Linear(64, 32))
+    torchao_quantization.quantize_(layer, torchao_quantization.Int8WeightOnlyConfig())
+    assert type(layer[0].weight) not in (torch.Tensor, torch.nn.Parameter)
+    x = torch.randn(2, 1, 64)
+    with torch.no_grad():
+        expected = layer(x)
+        with threads(2), row_split_matvec(layer):
+            split = layer(x)
+    assert torch.equal(split, expected)
